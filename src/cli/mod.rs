@@ -1,0 +1,70 @@
+//! Command-line interface: clap argument structs and one module per command. Commands
+//! turn arguments into library calls and format the results (a table for people,
+//! `--json` for programs). The library never prints.
+
+mod catalog;
+mod synth;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tailor::progress::ProgressMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tailor",
+    version,
+    about = "Attribute-specific similarity search over product catalogs"
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate the synthetic fashion catalog (images, manifest, ASEN splits, triplet lists).
+    Synth(synth::SynthArgs),
+    /// Validate and describe catalogs.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+}
+
+/// Output settings shared by every command.
+pub struct Output {
+    pub json: bool,
+    pub progress: ProgressMode,
+}
+
+impl Output {
+    /// Prints a serialisable value as pretty JSON on stdout.
+    pub fn print_json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)?;
+        writeln!(out)?;
+        Ok(())
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let out = Output {
+        json: cli.json,
+        progress: if cli.quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::Auto
+        },
+    };
+    match cli.command {
+        Command::Synth(args) => synth::run(args, &out),
+        Command::Catalog(cmd) => catalog::run(cmd, &out),
+    }
+}

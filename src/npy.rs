@@ -1,0 +1,194 @@
+//! Minimal reader and writer for NumPy `.npy` files holding a 2-D little-endian float32
+//! matrix (`<f4`, C order), the exchange format for vectors (`index build`, `index export`).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+
+/// A row-major f32 matrix read from or written to a `.npy` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        assert_eq!(rows * cols, data.len(), "matrix shape does not match data");
+        Matrix { rows, cols, data }
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+}
+
+/// Reads a 2-D float32 `.npy` file. A 1-D array is read as one row.
+pub fn read_f32_matrix(path: &Path) -> Result<Matrix> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .at(path)?;
+    parse_f32_matrix(&bytes).map_err(|reason| Error::invalid(path, reason))
+}
+
+fn parse_f32_matrix(bytes: &[u8]) -> std::result::Result<Matrix, String> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let major = bytes[6];
+    let (header_len, header_start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err("truncated .npy header".into());
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(format!(".npy format version {v} is not supported")),
+    };
+    let data_start = header_start
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("truncated .npy header")?;
+    let header = std::str::from_utf8(&bytes[header_start..data_start])
+        .map_err(|_| "the .npy header is not text")?;
+    let descr = dict_value(header, "descr").ok_or("the .npy header has no 'descr'")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    if descr != "<f4" && descr != "float32" {
+        return Err(format!(
+            "expected float32 data ('<f4'), found dtype '{descr}'; convert with arr.astype(np.float32)"
+        ));
+    }
+    if dict_value(header, "fortran_order").map(|v| v.trim()) == Some("True") {
+        return Err(
+            "Fortran-order arrays are not supported; save with np.ascontiguousarray".into(),
+        );
+    }
+    let shape = dict_value(header, "shape").ok_or("the .npy header has no 'shape'")?;
+    let dims: Vec<usize> = shape
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape {shape}")))
+        .collect::<std::result::Result<_, _>>()?;
+    let (rows, cols) = match dims.as_slice() {
+        [n] => (1, *n),
+        [r, c] => (*r, *c),
+        _ => return Err(format!("expected a 2-D array, found shape {shape}")),
+    };
+    let expected = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or("shape overflows")?;
+    let body = &bytes[data_start..];
+    if body.len() != expected {
+        return Err(format!(
+            "data holds {} bytes, shape ({rows}, {cols}) needs {expected}",
+            body.len()
+        ));
+    }
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Matrix { rows, cols, data })
+}
+
+/// Value text of `'key': value` in a .npy header dict (value up to the next top-level comma).
+fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    let start = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = &header[start + key.len() + 2..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let mut depth = 0;
+    for (i, ch) in rest.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&rest[..=i]);
+                }
+            }
+            ',' | '}' if depth == 0 => return Some(&rest[..i]),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Writes a 2-D float32 `.npy` file (format version 1.0).
+pub fn write_f32_matrix(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+    assert_eq!(rows * cols, data.len(), "matrix shape does not match data");
+    let file = File::create(path).at(path)?;
+    let mut w = BufWriter::new(file);
+    write_f32_matrix_to(&mut w, rows, cols, data.iter().copied()).at(path)?;
+    w.flush().at(path)
+}
+
+/// Streams a 2-D float32 `.npy` to a writer; `values` must yield exactly rows*cols floats.
+pub fn write_f32_matrix_to(
+    w: &mut impl Write,
+    rows: usize,
+    cols: usize,
+    values: impl Iterator<Item = f32>,
+) -> std::io::Result<()> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Pad so that the data starts on a 64-byte boundary, ending the header with '\n'.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    w.write_all(MAGIC)?;
+    w.write_all(&[1, 0])?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
+    for v in values {
+        w.write_all(&v.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npy");
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+        write_f32_matrix(&p, 3, 4, &data).unwrap();
+        let m = read_f32_matrix(&p).unwrap();
+        assert_eq!((m.rows, m.cols), (3, 4));
+        assert_eq!(m.data, data);
+        assert_eq!(std::fs::metadata(&p).unwrap().len() as usize, 64 + 48);
+    }
+
+    #[test]
+    fn rejects_wrong_dtype_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npy");
+        write_f32_matrix(&p, 2, 2, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&p, &bytes).unwrap();
+        let err = read_f32_matrix(&p).unwrap_err().to_string();
+        assert!(err.contains("shape (2, 2) needs 16"), "{err}");
+        let text = std::fs::read(&p).unwrap();
+        let s = String::from_utf8_lossy(&text).replace("<f4", "<f8");
+        std::fs::write(&p, s.as_bytes()).unwrap();
+        let err = read_f32_matrix(&p).unwrap_err().to_string();
+        assert!(err.contains("expected float32"), "{err}");
+    }
+}
