@@ -10,7 +10,8 @@
 //!
 //! Output layout (every reader of [`crate::catalog`] is exercised by it):
 //! ```text
-//! OUT/manifest.csv, OUT/schema.json         CSV manifest (id,image,split,<attr>...)
+//! OUT/manifest.csv, OUT/manifest.jsonl     manifests (id,image,split,<attr>...)
+//! OUT/schema.json                          attribute and value names, in id order
 //! OUT/meta.json, OUT/SynthFashion/...       ASEN split files, images under images/
 //! OUT/zappos/...                            CSN/Zappos triplet lists over the same images
 //! ```
@@ -240,6 +241,29 @@ pub fn generate(out: &Path, opts: &SynthOptions, progress: ProgressMode) -> Resu
         csv.push('\n');
     }
     write_file(&out.join("manifest.csv"), &csv)?;
+    let mut jsonl = String::new();
+    for i in 0..opts.items {
+        let labels: serde_json::Map<String, serde_json::Value> = schema
+            .attributes
+            .iter()
+            .enumerate()
+            .map(|(a, attr)| {
+                (
+                    attr.name.clone(),
+                    attr.values[values[i][a] as usize].clone().into(),
+                )
+            })
+            .collect();
+        let row = serde_json::json!({
+            "id": item_id(i),
+            "image": format!("{DATASET}/{}", rel_image(i)),
+            "split": split_of[i],
+            "labels": labels,
+        });
+        jsonl.push_str(&row.to_string());
+        jsonl.push('\n');
+    }
+    write_file(&out.join("manifest.jsonl"), &jsonl)?;
     write_file(
         &out.join(super::manifest::SCHEMA_FILE),
         &serde_json::to_string_pretty(&schema).expect("schema serialises"),
