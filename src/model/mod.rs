@@ -30,6 +30,28 @@ use backbone::ResNet;
 use heads::{ag_man::AgManHead, asen::AsenHead, asen_v2::AsenV2Head, csn::CsnHead, HeadForward};
 use weights::{Checked, Record, Recording, SeededInit};
 
+/// Parses `cpu`, `cuda` or `cuda:N`. CUDA needs a build with the `cuda` feature.
+pub fn device(spec: &str) -> Result<Device> {
+    let cuda = |ordinal: usize| {
+        if !candle_core::utils::cuda_is_available() {
+            return Err(Error::Usage(format!(
+                "device {spec:?}: this tailor was built without CUDA; rebuild with                  `cargo build --release --features cuda` (needs nvcc and the CUDA libraries)"
+            )));
+        }
+        Ok(Device::new_cuda(ordinal)?)
+    };
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => Err(Error::Usage(format!(
+                "unknown device {spec:?}: expected cpu, cuda or cuda:N"
+            ))),
+        },
+    }
+}
+
 /// The outputs of a training-mode (or per-image-attribute) forward pass.
 pub struct HeadOutput {
     /// `[B, dim]` L2-normalised embeddings, one per (image, its attribute).
@@ -182,7 +204,7 @@ impl Model {
             return Err(Error::invalid(
                 source,
                 format!(
-                    "weights do not fit a {} model with backbone {}: {}",
+                    "weights do not fit a {} model with backbone {}:\n  {}",
                     model.cfg.arch,
                     model.cfg.backbone.name(),
                     problems.describe()
