@@ -3,6 +3,7 @@
 //! `--json` for programs). The library never prints.
 
 mod catalog;
+mod model;
 mod synth;
 
 use std::io::Write;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Validate and describe catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Create, import and describe model files.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 /// Output settings shared by every command.
@@ -66,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => synth::run(args, &out),
         Command::Catalog(cmd) => catalog::run(cmd, &out),
+        Command::Model(cmd) => model::run(cmd, &out),
     }
 }
