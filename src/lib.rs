@@ -10,7 +10,9 @@
 
 pub mod catalog;
 pub mod error;
+pub mod index;
 pub mod npy;
 pub mod progress;
+pub mod query;
 
 pub use error::{Error, Result};
