@@ -3,6 +3,8 @@
 //! `--json` for programs). The library never prints.
 
 mod catalog;
+mod index;
+mod search;
 mod synth;
 
 use std::io::Write;
@@ -36,6 +38,11 @@ pub enum Command {
     /// Validate and describe catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Build, update, inspect and verify per-attribute vector indexes.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Top-k similar items by one attribute or a weighted sum of attributes; re-ranking.
+    Search(search::SearchArgs),
 }
 
 /// Output settings shared by every command.
@@ -66,5 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => synth::run(args, &out),
         Command::Catalog(cmd) => catalog::run(cmd, &out),
+        Command::Index(cmd) => index::run(cmd, &out),
+        Command::Search(args) => search::run(args, &out),
     }
 }

@@ -23,7 +23,7 @@ pub fn top_k(
         .par_chunks(CHUNK_ROWS * dim)
         .enumerate()
         .map(|(c, chunk)| {
-            let mut local: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+            let mut local: Vec<(f32, usize)> = Vec::with_capacity(2 * k.max(8));
             for (i, row) in chunk.chunks_exact(dim).enumerate() {
                 let r = c * CHUNK_ROWS + i;
                 if !accept(r) {
@@ -41,6 +41,7 @@ pub fn top_k(
             a
         });
     best.sort_by(order);
+    best.truncate(k);
     best
 }
 
@@ -48,20 +49,13 @@ fn order(a: &(f32, usize), b: &(f32, usize)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-/// Keeps the `k` best hits in `v` (unsorted beyond that invariant; small k).
+/// Keeps the `k` best hits in `v`: appends, and when it holds `2k` hits, keeps the
+/// best `k` (amortised O(1) per hit; callers sort and truncate at the end).
 fn push_bounded(v: &mut Vec<(f32, usize)>, hit: (f32, usize), k: usize) {
-    if v.len() < k {
-        v.push(hit);
-        return;
-    }
-    let (worst_i, worst) = v
-        .iter()
-        .enumerate()
-        .max_by(|a, b| order(a.1, b.1))
-        .map(|(i, h)| (i, *h))
-        .expect("k > 0");
-    if order(&hit, &worst).is_lt() {
-        v[worst_i] = hit;
+    v.push(hit);
+    if v.len() >= 2 * k.max(8) {
+        v.select_nth_unstable_by(k - 1, order);
+        v.truncate(k);
     }
 }
 
@@ -88,4 +82,36 @@ mod tests {
         assert_eq!(got, all);
         assert!(top_k(&rows, dim, &q, 0, &|_| true).is_empty());
     }
+}
+
+/// The `k` best of rows `0..n` under `score` (`None` skips a row), best first, ties by row.
+pub fn top_k_by(
+    n: usize,
+    k: usize,
+    score: &(dyn Fn(usize) -> Option<f32> + Sync),
+) -> Vec<(f32, usize)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let chunks: Vec<usize> = (0..n.div_ceil(CHUNK_ROWS)).collect();
+    let mut best = chunks
+        .par_iter()
+        .map(|&c| {
+            let mut local: Vec<(f32, usize)> = Vec::with_capacity(2 * k.max(8));
+            for r in c * CHUNK_ROWS..((c + 1) * CHUNK_ROWS).min(n) {
+                if let Some(s) = score(r) {
+                    push_bounded(&mut local, (s, r), k);
+                }
+            }
+            local
+        })
+        .reduce(Vec::new, |mut a, b| {
+            for hit in b {
+                push_bounded(&mut a, hit, k);
+            }
+            a
+        });
+    best.sort_by(order);
+    best.truncate(k);
+    best
 }
