@@ -11,7 +11,9 @@
 pub mod catalog;
 pub mod error;
 pub mod model;
+pub mod index;
 pub mod npy;
 pub mod progress;
+pub mod query;
 
 pub use error::{Error, Result};

@@ -4,6 +4,8 @@
 
 mod catalog;
 mod model;
+mod index;
+mod search;
 mod synth;
 
 use std::io::Write;
@@ -40,6 +42,11 @@ pub enum Command {
     /// Create, import and describe model files.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Build, update, inspect and verify per-attribute vector indexes.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Top-k similar items by one attribute or a weighted sum of attributes; re-ranking.
+    Search(search::SearchArgs),
 }
 
 /// Output settings shared by every command.
@@ -71,5 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth(args) => synth::run(args, &out),
         Command::Catalog(cmd) => catalog::run(cmd, &out),
         Command::Model(cmd) => model::run(cmd, &out),
+        Command::Index(cmd) => index::run(cmd, &out),
+        Command::Search(args) => search::run(args, &out),
     }
 }

@@ -1,0 +1,470 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::Output;
+use tailor::catalog::{self, Labels};
+use tailor::index::{
+    self, AttributeInput, BuildInput, BuildParams, CompactKind, Index, ItemLabels,
+};
+use tailor::npy;
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Build an index from per-attribute float32 .npy matrices and an id list.
+    Build {
+        /// ATTR=FILE.npy (shape [items, dim]); repeat for each attribute.
+        #[arg(long = "vectors", required = true)]
+        vectors: Vec<String>,
+        /// One external id per line, in the rows' order.
+        #[arg(long)]
+        ids: PathBuf,
+        /// Index directory (created; an index already there is replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// Graph neighbours per node (level 0 keeps 2*m).
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+        /// Compact copy for the graph walk: none, f16 or int8.
+        #[arg(long, default_value = "int8")]
+        compact: CompactKind,
+        /// Catalog whose labels to store for filtering (items matched by id).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// JSON file describing the model that produced the vectors (kept in the manifest).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Add items to an index (inserted into the existing graphs).
+    Add {
+        dir: PathBuf,
+        #[arg(long = "vectors", required = true)]
+        vectors: Vec<String>,
+        #[arg(long)]
+        ids: PathBuf,
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+    /// Remove items (tombstones; `compact` reclaims their space).
+    Remove {
+        dir: PathBuf,
+        /// Item id to remove; repeatable.
+        #[arg(long = "id")]
+        id: Vec<String>,
+        /// File with one id per line to remove.
+        #[arg(long)]
+        ids: Option<PathBuf>,
+    },
+    /// Rebuild the index without its removed items.
+    Compact { dir: PathBuf },
+    /// Describe an index.
+    Info { dir: PathBuf },
+    /// Check every file against its checksum (exit 1 when any fails).
+    Verify { dir: PathBuf },
+    /// Write one attribute's vectors and their ids (same row order).
+    Export {
+        dir: PathBuf,
+        #[arg(long)]
+        attr: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        ids_out: PathBuf,
+        /// Also export removed items.
+        #[arg(long)]
+        include_removed: bool,
+    },
+}
+
+pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        IndexCommand::Build {
+            vectors,
+            ids,
+            out: dir,
+            m,
+            ef_construction,
+            compact,
+            catalog,
+            model,
+        } => {
+            let ids = read_ids(&ids)?;
+            let mats = read_vectors(&vectors)?;
+            let labels = catalog.map(|c| catalog_labels(&c, &ids)).transpose()?;
+            let model = model
+                .map(|p| -> anyhow::Result<serde_json::Value> {
+                    let text = std::fs::read(&p).with_context(|| format!("{}", p.display()))?;
+                    serde_json::from_slice(&text)
+                        .with_context(|| format!("{}: not valid JSON", p.display()))
+                })
+                .transpose()?;
+            let input = build_input(ids, &mats, labels, model);
+            let params = BuildParams {
+                m,
+                ef_construction,
+                compact,
+                ..BuildParams::default()
+            };
+            let summary = index::build(&dir, &input, &params, out.progress)?;
+            print_summary(out, &summary, "built")
+        }
+        IndexCommand::Add {
+            dir,
+            vectors,
+            ids,
+            catalog,
+        } => {
+            let ids = read_ids(&ids)?;
+            let mats = read_vectors(&vectors)?;
+            let labels = catalog.map(|c| catalog_labels(&c, &ids)).transpose()?;
+            let input = build_input(ids, &mats, labels, None);
+            let summary = index::add(&dir, &input, out.progress)?;
+            print_summary(out, &summary, "added to")
+        }
+        IndexCommand::Remove { dir, id, ids } => {
+            let mut all = id;
+            if let Some(p) = ids {
+                all.extend(read_ids(&p)?);
+            }
+            if all.is_empty() {
+                bail!("give the items to remove with --id or --ids");
+            }
+            let s = index::remove(&dir, &all)?;
+            if out.json {
+                out.print_json(&s)?;
+            } else {
+                println!(
+                    "{}: removed {} items ({} were already removed); {} live items (generation {})",
+                    dir.display(),
+                    s.removed,
+                    s.already_removed,
+                    s.live,
+                    s.generation
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        IndexCommand::Compact { dir } => {
+            let summary = index::compact(&dir, out.progress)?;
+            print_summary(out, &summary, "compacted")
+        }
+        IndexCommand::Info { dir } => info(&dir, out),
+        IndexCommand::Verify { dir } => {
+            let mut report = index::verify_dir(&dir)?;
+            if report.ok {
+                match Index::open(&dir) {
+                    Ok(ix) => report = ix.verify()?,
+                    Err(e) => {
+                        report.problems.push(e.to_string());
+                        report.ok = false;
+                    }
+                }
+            }
+            if out.json {
+                out.print_json(&report)?;
+            } else {
+                for f in &report.files {
+                    let status = if f.ok { "ok" } else { "FAILED" };
+                    let detail = if f.len != f.expected_len {
+                        format!("length {} != {}", f.len, f.expected_len)
+                    } else {
+                        match f.crc32 {
+                            Some(c) if c != f.expected_crc32 => {
+                                format!("crc32 {c:08x} != {:08x}", f.expected_crc32)
+                            }
+                            _ => format!("crc32 {:08x}", f.expected_crc32),
+                        }
+                    };
+                    println!("{status:6} {:28} {:>14} bytes  {detail}", f.name, f.len);
+                }
+                for p in &report.problems {
+                    println!("problem: {p}");
+                }
+                println!(
+                    "{}: {}",
+                    dir.display(),
+                    if report.ok {
+                        "all checks hold"
+                    } else {
+                        "verification FAILED"
+                    }
+                );
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        IndexCommand::Export {
+            dir,
+            attr,
+            out: npy_out,
+            ids_out,
+            include_removed,
+        } => {
+            let ix = Index::open(&dir)?;
+            let dim = ix.dim(&attr)?;
+            let rows = ix.vectors(&attr)?;
+            let keep: Vec<usize> = (0..ix.len())
+                .filter(|&r| include_removed || !ix.is_removed(r))
+                .collect();
+            let file = std::fs::File::create(&npy_out)
+                .with_context(|| format!("{}: cannot create", npy_out.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            npy::write_f32_matrix_to(
+                &mut w,
+                keep.len(),
+                dim,
+                keep.iter()
+                    .flat_map(|&r| rows[r * dim..(r + 1) * dim].iter().copied()),
+            )
+            .and_then(|_| std::io::Write::flush(&mut w))
+            .with_context(|| format!("{}: cannot write", npy_out.display()))?;
+            let mut text = String::new();
+            for &r in &keep {
+                text.push_str(ix.id(r));
+                text.push('\n');
+            }
+            std::fs::write(&ids_out, text)
+                .with_context(|| format!("{}: cannot write", ids_out.display()))?;
+            if out.json {
+                out.print_json(&serde_json::json!({
+                    "attribute": attr, "rows": keep.len(), "dim": dim,
+                    "vectors": npy_out, "ids": ids_out,
+                }))?;
+            } else {
+                println!(
+                    "wrote {} x {dim} vectors of {attr:?} to {} and their ids to {}",
+                    keep.len(),
+                    npy_out.display(),
+                    ids_out.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_summary(out: &Output, s: &index::BuildSummary, verb: &str) -> anyhow::Result<ExitCode> {
+    if out.json {
+        out.print_json(s)?;
+    } else {
+        let attrs: Vec<String> = s
+            .attributes
+            .iter()
+            .map(|a| format!("{} ({}-d, graph {:.1} s)", a.name, a.dim, a.graph_seconds))
+            .collect();
+        println!(
+            "{verb} {}: {} items ({} new), generation {}, {:.1} MB, {:.1} s; attributes: {}",
+            s.dir.display(),
+            s.items,
+            s.added,
+            s.generation,
+            s.bytes as f64 / 1e6,
+            s.seconds,
+            attrs.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct InfoAttr {
+    name: String,
+    dim: usize,
+    m: usize,
+    m0: usize,
+    vectors: String,
+    compact: Option<String>,
+    graph: String,
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    dir: &'a Path,
+    format_version: u32,
+    generation: u64,
+    items: usize,
+    removed: usize,
+    live: usize,
+    metric: &'a str,
+    ef_construction: usize,
+    compact: CompactKind,
+    attributes: Vec<InfoAttr>,
+    label_attributes: Vec<String>,
+    model: Option<&'a serde_json::Value>,
+    bytes_vectors: u64,
+    bytes_compact: u64,
+    bytes_graphs: u64,
+    bytes_other: u64,
+}
+
+fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+    let ix = Index::open(dir)?;
+    let m = ix.manifest();
+    let mut attributes = Vec::new();
+    for a in &m.attributes {
+        let (gm, gm0) = ix.graph_degrees(&a.name)?;
+        attributes.push(InfoAttr {
+            name: a.name.clone(),
+            dim: a.dim,
+            m: gm,
+            m0: gm0,
+            vectors: a.vectors.clone(),
+            compact: a.compact.clone(),
+            graph: a.graph.clone(),
+        });
+    }
+    let (bv, bc, bg, bo) = ix.sizes();
+    let info = Info {
+        dir,
+        format_version: m.format_version,
+        generation: m.generation,
+        items: ix.len(),
+        removed: m.removed,
+        live: ix.live_len(),
+        metric: &m.metric,
+        ef_construction: m.params.ef_construction,
+        compact: m.params.compact,
+        attributes,
+        label_attributes: ix.schema().map(|s| s.names()).unwrap_or_default(),
+        model: ix.model(),
+        bytes_vectors: bv,
+        bytes_compact: bc,
+        bytes_graphs: bg,
+        bytes_other: bo,
+    };
+    if out.json {
+        out.print_json(&info)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("index      {}", dir.display());
+    println!(
+        "format     v{} generation {}",
+        info.format_version, info.generation
+    );
+    println!(
+        "items      {} ({} live, {} removed)",
+        info.items, info.live, info.removed
+    );
+    println!(
+        "metric     {} | m {} ef_construction {} | compact {:?}",
+        info.metric, m.params.m, info.ef_construction, info.compact
+    );
+    println!(
+        "size       vectors {:.1} MB, compact {:.1} MB, graphs {:.1} MB, other {:.1} MB",
+        bv as f64 / 1e6,
+        bc as f64 / 1e6,
+        bg as f64 / 1e6,
+        bo as f64 / 1e6
+    );
+    println!(
+        "labels     {}",
+        if info.label_attributes.is_empty() {
+            "none".to_string()
+        } else {
+            info.label_attributes.join(", ")
+        }
+    );
+    if let Some(model) = info.model {
+        println!("model      {model}");
+    }
+    println!(
+        "{:<24} {:>6} {:>4} {:>4}  files",
+        "attribute", "dim", "m", "m0"
+    );
+    for a in &info.attributes {
+        println!(
+            "{:<24} {:>6} {:>4} {:>4}  {} {} {}",
+            a.name,
+            a.dim,
+            a.m,
+            a.m0,
+            a.vectors,
+            a.compact.as_deref().unwrap_or("-"),
+            a.graph
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One id per line; a final empty line is allowed, other empty lines are errors.
+pub fn read_ids(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read ids", path.display()))?;
+    let mut ids = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let id = line.trim_end_matches('\r');
+        if id.is_empty() {
+            bail!("{}:{}: empty id", path.display(), i + 1);
+        }
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+fn read_vectors(specs: &[String]) -> anyhow::Result<Vec<(String, npy::Matrix)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (name, file) = s
+                .split_once('=')
+                .with_context(|| format!("--vectors {s:?}: expected ATTR=FILE.npy"))?;
+            let m = npy::read_f32_matrix(Path::new(file))?;
+            Ok((name.to_string(), m))
+        })
+        .collect()
+}
+
+fn build_input<'a>(
+    ids: Vec<String>,
+    mats: &'a [(String, npy::Matrix)],
+    labels: Option<ItemLabels>,
+    model: Option<serde_json::Value>,
+) -> BuildInput<'a> {
+    BuildInput {
+        ids,
+        attributes: mats
+            .iter()
+            .map(|(name, m)| AttributeInput {
+                name: name.clone(),
+                dim: m.cols,
+                rows: &m.data,
+            })
+            .collect(),
+        labels,
+        model,
+    }
+}
+
+/// Labels of `ids` taken from a catalog (every id must be a catalog item).
+fn catalog_labels(path: &Path, ids: &[String]) -> anyhow::Result<ItemLabels> {
+    let cat = catalog::open(path)?;
+    let by_id: HashMap<&str, usize> = cat
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    let k = cat.schema.len();
+    let mut labels = Labels::new(ids.len(), k);
+    for (row, id) in ids.iter().enumerate() {
+        let item = *by_id
+            .get(id.as_str())
+            .with_context(|| format!("{}: item {id:?} is not in the catalog", path.display()))?;
+        for a in 0..k {
+            labels.set(row, a, cat.labels.get(item, a));
+        }
+    }
+    Ok(ItemLabels {
+        schema: cat.schema,
+        labels,
+    })
+}

@@ -1,0 +1,138 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+
+use super::index::read_ids;
+use super::Output;
+use tailor::index::{Hit, Index};
+use tailor::npy;
+use tailor::query::{self, LabelFilter, Query, Target, Weighted};
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Attribute, optionally weighted (ATTR or ATTR=WEIGHT); repeat for a weighted sum.
+    #[arg(long = "attr", required = true)]
+    attrs: Vec<String>,
+    /// Query by an item already in the index.
+    #[arg(long, conflicts_with = "vector")]
+    item: Option<String>,
+    /// Query by vector(s): a float32 .npy with one row per --attr (or one row for all).
+    #[arg(long)]
+    vector: Option<PathBuf>,
+    /// Number of results (default 10; with --rerank, all the listed items).
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Graph search breadth (higher: more exact, slower).
+    #[arg(long, default_value_t = 64)]
+    ef: usize,
+    /// Brute force over the mapped vectors instead of the graphs.
+    #[arg(long)]
+    exact: bool,
+    /// Only items with this label (ATTR=VALUE); repeat to combine.
+    #[arg(long = "where")]
+    filters: Vec<String>,
+    /// Re-rank these items (one id per line) instead of searching the whole index.
+    #[arg(long)]
+    rerank: Option<PathBuf>,
+    /// Let the query item appear in its own results.
+    #[arg(long)]
+    include_self: bool,
+}
+
+#[derive(Serialize)]
+struct SearchReport<'a> {
+    index: &'a std::path::Path,
+    attributes: Vec<(String, f32)>,
+    item: Option<&'a str>,
+    mode: &'a str,
+    results: Vec<ResultRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResultRow<'a> {
+    rank: usize,
+    id: &'a str,
+    score: f32,
+    row: usize,
+}
+
+pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let ix = Index::open(&args.index)?;
+    let attrs = args
+        .attrs
+        .iter()
+        .map(|s| Weighted::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = match (&args.item, &args.vector) {
+        (Some(id), None) => Target::Item(id.clone()),
+        (None, Some(p)) => {
+            let m = npy::read_f32_matrix(p)?;
+            Target::Vectors((0..m.rows).map(|r| m.row(r).to_vec()).collect())
+        }
+        _ => bail!("give the query as --item ID or --vector FILE.npy"),
+    };
+    let filter = if args.filters.is_empty() {
+        None
+    } else {
+        Some(LabelFilter::parse(&ix, &args.filters)?)
+    };
+    let (hits, mode): (Vec<Hit>, &str) = match &args.rerank {
+        Some(p) => {
+            let ids = read_ids(p)?;
+            let mut h = query::rerank(&ix, &target, &attrs, &ids, filter.as_ref())?;
+            if let Some(k) = args.k {
+                h.truncate(k);
+            }
+            (h, "rerank")
+        }
+        None => {
+            let q = Query {
+                target,
+                attrs: attrs.clone(),
+                k: args.k.unwrap_or(10),
+                ef: args.ef,
+                exact: args.exact,
+                filter,
+                include_self: args.include_self,
+            };
+            (
+                query::search(&ix, &q)?,
+                if args.exact { "exact" } else { "hnsw" },
+            )
+        }
+    };
+    if out.json {
+        out.print_json(&SearchReport {
+            index: &args.index,
+            attributes: attrs.iter().map(|w| (w.attr.clone(), w.weight)).collect(),
+            item: args.item.as_deref(),
+            mode,
+            results: hits
+                .iter()
+                .enumerate()
+                .map(|(i, h)| ResultRow {
+                    rank: i + 1,
+                    id: &h.id,
+                    score: h.score,
+                    row: h.row,
+                })
+                .collect(),
+        })?;
+    } else {
+        println!("{:>4}  {:>9}  id", "rank", "score");
+        for (i, h) in hits.iter().enumerate() {
+            println!("{:>4}  {:>9.5}  {}", i + 1, h.score, h.id);
+        }
+    }
+    Ok(if hits.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,740 @@
+//! Building, extending and shrinking an index. Every operation writes the files of a
+//! new generation, fsyncs them, then commits by replacing `manifest.json` atomically;
+//! files of older generations are deleted only after the commit. A crash at any point
+//! leaves the previous manifest and all the files it names intact.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hnsw_rs::hnsw::Hnsw;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::distance::{dot_f32, normalize};
+use super::format::{Dtype, FileEntry, INDEX_FORMAT_VERSION};
+use super::graph::{draw_level, MemGraph, MAX_LEVEL};
+use super::manifest::{
+    sync_dir, AttributeEntry, CompactKind, Manifest, ManifestParams, FORMAT_NAME, MANIFEST_FILE,
+};
+use super::store::{
+    write_compact, write_ids, write_labels, write_tombstones, write_vectors, NO_LABEL,
+};
+use super::Index;
+use crate::catalog::{Labels, Schema};
+use crate::error::{Error, IoContext, Result};
+use crate::progress::{Progress, ProgressMode};
+
+/// Graph and storage parameters of a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildParams {
+    /// Neighbours per node on the upper levels (level 0 keeps up to `2 * m`).
+    pub m: usize,
+    /// Candidate list size while inserting.
+    pub ef_construction: usize,
+    /// Compact copy for the graph walk.
+    pub compact: CompactKind,
+    /// Seed for the levels of nodes added by [`add`].
+    pub seed: u64,
+}
+
+impl Default for BuildParams {
+    fn default() -> Self {
+        BuildParams {
+            m: 16,
+            ef_construction: 200,
+            compact: CompactKind::Int8,
+            seed: 0,
+        }
+    }
+}
+
+/// One attribute's vectors: `rows` is items x dim, row-major (may be a mapped file).
+pub struct AttributeInput<'a> {
+    pub name: String,
+    pub dim: usize,
+    pub rows: &'a [f32],
+}
+
+/// Labels of the items: the schema and, per item and schema attribute, a value.
+#[derive(Debug, Clone)]
+pub struct ItemLabels {
+    pub schema: Schema,
+    pub labels: Labels,
+}
+
+pub struct BuildInput<'a> {
+    /// External ids, one per row, unique.
+    pub ids: Vec<String>,
+    pub attributes: Vec<AttributeInput<'a>>,
+    pub labels: Option<ItemLabels>,
+    /// Recorded verbatim in the manifest (the embedder's identity and configuration).
+    pub model: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttributeSummary {
+    pub name: String,
+    pub dim: usize,
+    pub graph_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub dir: PathBuf,
+    pub generation: u64,
+    pub items: usize,
+    pub added: usize,
+    pub attributes: Vec<AttributeSummary>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoveSummary {
+    pub dir: PathBuf,
+    pub generation: u64,
+    pub removed: usize,
+    pub already_removed: usize,
+    pub live: usize,
+}
+
+/// hnsw_rs distance: `1 - <a, b>` clamped at 0, because f32 rounding makes
+/// normalised self-products exceed 1 and anndists' DistDot asserts on that.
+#[derive(Default, Clone, Copy)]
+struct ClampedDot;
+
+impl anndists::dist::Distance<f32> for ClampedDot {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot_f32(a, b)).max(0.0)
+    }
+}
+
+/// Builds an index of `input` into `out_dir` (created if needed) and publishes it
+/// atomically; an index already there stays readable until the new manifest is in place.
+pub fn build(
+    out_dir: &Path,
+    input: &BuildInput,
+    params: &BuildParams,
+    progress: ProgressMode,
+) -> Result<BuildSummary> {
+    let start = Instant::now();
+    check_params(params)?;
+    let n = input.ids.len();
+    check_ids(&input.ids, &HashSet::new())?;
+    check_attributes(input, None)?;
+    let label_values = label_values(input.labels.as_ref(), n, out_dir)?;
+    std::fs::create_dir_all(out_dir).at(out_dir)?;
+    let gen = next_generation(out_dir);
+    let mut files: Vec<FileEntry> = Vec::new();
+    let ids_name = name(gen, "ids");
+    files.push(write_ids(&out_dir.join(&ids_name), &input.ids)?);
+    let labels_name = match (&input.labels, &label_values) {
+        (Some(l), Some(values)) => {
+            let nm = name(gen, "labels");
+            files.push(write_labels(&out_dir.join(&nm), l.schema.len(), values)?);
+            Some(nm)
+        }
+        _ => None,
+    };
+    let mut attributes = Vec::new();
+    let mut summaries = Vec::new();
+    for (ai, a) in input.attributes.iter().enumerate() {
+        let rows = normalized_rows(a, 0)?;
+        let entry = attribute_entry(gen, ai, a, params);
+        files.push(write_vectors(
+            &out_dir.join(&entry.vectors),
+            a.dim,
+            &[&rows],
+        )?);
+        if let Some(c) = &entry.compact {
+            files.push(write_compact(
+                &out_dir.join(c),
+                a.dim,
+                &[&rows],
+                dtype(params.compact),
+            )?);
+        }
+        let t = Instant::now();
+        let graph = build_graph(&a.name, &rows, a.dim, params, progress);
+        files.push(graph.write(&out_dir.join(&entry.graph))?);
+        summaries.push(AttributeSummary {
+            name: a.name.clone(),
+            dim: a.dim,
+            graph_seconds: t.elapsed().as_secs_f64(),
+        });
+        attributes.push(entry);
+    }
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: INDEX_FORMAT_VERSION,
+        generation: gen,
+        items: n,
+        removed: 0,
+        metric: "cosine".into(),
+        params: ManifestParams {
+            m: params.m,
+            ef_construction: params.ef_construction,
+            compact: params.compact,
+        },
+        model: input.model.clone(),
+        schema: input.labels.as_ref().map(|l| l.schema.clone()),
+        ids: ids_name,
+        labels: labels_name,
+        tombstones: None,
+        attributes,
+        files,
+    };
+    publish(out_dir, &manifest)?;
+    Ok(BuildSummary {
+        dir: out_dir.to_path_buf(),
+        generation: gen,
+        items: n,
+        added: n,
+        attributes: summaries,
+        bytes: manifest.files.iter().map(|f| f.len).sum(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Adds items to an existing index without rebuilding its graphs: the new rows are
+/// inserted into the existing graphs one by one, and a new generation is published.
+/// `input` must have the index's attributes (same names and dimensions) and, if the
+/// index has labels, the same schema (labels may be omitted: new items are unlabelled).
+pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<BuildSummary> {
+    let start = Instant::now();
+    let index = Index::open(dir)?;
+    let old = index.manifest().clone();
+    let n_old = index.len();
+    let n_new = input.ids.len();
+    let mut existing = HashSet::new();
+    for id in &input.ids {
+        if index.row(id).is_some() {
+            existing.insert(id.clone());
+        }
+    }
+    check_ids(&input.ids, &existing)?;
+    check_attributes(input, Some(&index))?;
+    let params = BuildParams {
+        m: old.params.m,
+        ef_construction: old.params.ef_construction,
+        compact: old.params.compact,
+        seed: old.generation,
+    };
+    let gen = next_generation(dir);
+    let mut files = Vec::new();
+    let mut all_ids: Vec<String> = (0..n_old).map(|r| index.id(r).to_string()).collect();
+    all_ids.extend(input.ids.iter().cloned());
+    let ids_name = name(gen, "ids");
+    files.push(write_ids(&dir.join(&ids_name), &all_ids)?);
+    let labels_name = match &old.schema {
+        Some(schema) => {
+            if let Some(l) = &input.labels {
+                if &l.schema != schema {
+                    return Err(Error::Usage(
+                        "the labels of the new items use a different schema than the index".into(),
+                    ));
+                }
+            }
+            let new_values = label_values(input.labels.as_ref(), n_new, dir)?
+                .unwrap_or_else(|| vec![NO_LABEL; n_new * schema.len()]);
+            let mut values = Vec::with_capacity((n_old + n_new) * schema.len());
+            for r in 0..n_old {
+                for a in 0..schema.len() {
+                    values.push(index.label(r, a).unwrap_or(NO_LABEL));
+                }
+            }
+            values.extend(new_values);
+            let nm = name(gen, "labels");
+            files.push(write_labels(&dir.join(&nm), schema.len(), &values)?);
+            Some(nm)
+        }
+        None => None,
+    };
+    let tombstones_name = if old.removed > 0 {
+        let words = tombstone_words(&index, n_old + n_new);
+        let nm = name(gen, "tomb");
+        files.push(write_tombstones(&dir.join(&nm), n_old + n_new, &words)?);
+        Some(nm)
+    } else {
+        None
+    };
+    let mut attributes = Vec::new();
+    let mut summaries = Vec::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let levels: Vec<usize> = (0..n_new)
+        .map(|_| draw_level(params.m, rng.gen()))
+        .collect();
+    for (ai, a) in input.attributes.iter().enumerate() {
+        let dim = a.dim;
+        let old_rows = index.vectors(&a.name)?;
+        let new_rows = normalized_rows(a, n_old)?;
+        let entry = attribute_entry(gen, ai, a, &params);
+        files.push(write_vectors(
+            &dir.join(&entry.vectors),
+            dim,
+            &[old_rows, &new_rows],
+        )?);
+        if let Some(c) = &entry.compact {
+            files.push(write_compact(
+                &dir.join(c),
+                dim,
+                &[old_rows, &new_rows],
+                dtype(params.compact),
+            )?);
+        }
+        let t = Instant::now();
+        let mut graph = index.attr(&a.name)?.graph.to_mem()?;
+        let row = |r: u32| -> &[f32] {
+            let r = r as usize;
+            if r < n_old {
+                &old_rows[r * dim..(r + 1) * dim]
+            } else {
+                &new_rows[(r - n_old) * dim..(r - n_old + 1) * dim]
+            }
+        };
+        let sim = |x: u32, y: u32| dot_f32(row(x), row(y));
+        let bar = Progress::new(&format!("{}: inserting", a.name), n_new as u64, progress);
+        for &level in &levels {
+            let node = graph.push_node(level);
+            graph.insert(node, params.ef_construction, &sim)?;
+            bar.inc(1);
+        }
+        bar.finish();
+        files.push(graph.write(&dir.join(&entry.graph))?);
+        summaries.push(AttributeSummary {
+            name: a.name.clone(),
+            dim,
+            graph_seconds: t.elapsed().as_secs_f64(),
+        });
+        attributes.push(entry);
+    }
+    let manifest = Manifest {
+        generation: gen,
+        items: n_old + n_new,
+        ids: ids_name,
+        labels: labels_name,
+        tombstones: tombstones_name,
+        attributes,
+        files,
+        ..old
+    };
+    drop(index);
+    publish(dir, &manifest)?;
+    Ok(BuildSummary {
+        dir: dir.to_path_buf(),
+        generation: gen,
+        items: n_old + n_new,
+        added: n_new,
+        attributes: summaries,
+        bytes: manifest.files.iter().map(|f| f.len).sum(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Marks items removed (tombstones): searches no longer return them. The vectors and
+/// graphs are kept (and reused by the new generation) until [`compact`] rebuilds.
+pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
+    let index = Index::open(dir)?;
+    let n = index.len();
+    let mut words = tombstone_words(&index, n);
+    let (mut removed, mut already) = (0, 0);
+    for id in ids {
+        let row = index
+            .row(id)
+            .ok_or_else(|| Error::UnknownItem { id: id.clone() })?;
+        let (w, b) = (row / 64, row % 64);
+        if words[w] >> b & 1 == 1 {
+            already += 1;
+        } else {
+            words[w] |= 1 << b;
+            removed += 1;
+        }
+    }
+    let old = index.manifest().clone();
+    drop(index);
+    let gen = next_generation(dir);
+    let nm = name(gen, "tomb");
+    let entry = write_tombstones(&dir.join(&nm), n, &words)?;
+    let mut files: Vec<FileEntry> = old
+        .files
+        .iter()
+        .filter(|f| Some(&f.name) != old.tombstones.as_ref())
+        .cloned()
+        .collect();
+    files.push(entry);
+    let total_removed = old.removed + removed;
+    let manifest = Manifest {
+        generation: gen,
+        removed: total_removed,
+        tombstones: Some(nm),
+        files,
+        ..old
+    };
+    publish(dir, &manifest)?;
+    Ok(RemoveSummary {
+        dir: dir.to_path_buf(),
+        generation: gen,
+        removed,
+        already_removed: already,
+        live: n - total_removed,
+    })
+}
+
+/// Rebuilds the index without its removed items (fresh graphs, same parameters).
+pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
+    let index = Index::open(dir)?;
+    let live: Vec<usize> = (0..index.len()).filter(|&r| !index.is_removed(r)).collect();
+    let ids: Vec<String> = live.iter().map(|&r| index.id(r).to_string()).collect();
+    let mut owned: Vec<(String, usize, Vec<f32>)> = Vec::new();
+    for attr in index.attributes() {
+        let dim = index.dim(attr)?;
+        let rows = index.vectors(attr)?;
+        let mut v = Vec::with_capacity(live.len() * dim);
+        for &r in &live {
+            v.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
+        }
+        owned.push((attr.clone(), dim, v));
+    }
+    let labels = index.schema().map(|schema| {
+        let mut l = Labels::new(live.len(), schema.len());
+        for (i, &r) in live.iter().enumerate() {
+            for a in 0..schema.len() {
+                l.set(i, a, index.label(r, a));
+            }
+        }
+        ItemLabels {
+            schema: schema.clone(),
+            labels: l,
+        }
+    });
+    let m = index.manifest();
+    let params = BuildParams {
+        m: m.params.m,
+        ef_construction: m.params.ef_construction,
+        compact: m.params.compact,
+        seed: m.generation,
+    };
+    let model = m.model.clone();
+    drop(index);
+    let input = BuildInput {
+        ids,
+        attributes: owned
+            .iter()
+            .map(|(name, dim, rows)| AttributeInput {
+                name: name.clone(),
+                dim: *dim,
+                rows,
+            })
+            .collect(),
+        labels,
+        model,
+    };
+    build(dir, &input, &params, progress)
+}
+
+fn check_params(p: &BuildParams) -> Result<()> {
+    if !(2..=128).contains(&p.m) {
+        return Err(Error::Usage(format!("m must be in 2..=128, got {}", p.m)));
+    }
+    if p.ef_construction < 1 || p.ef_construction > 10_000 {
+        return Err(Error::Usage(format!(
+            "ef_construction must be in 1..=10000, got {}",
+            p.ef_construction
+        )));
+    }
+    Ok(())
+}
+
+fn check_ids(ids: &[String], existing: &HashSet<String>) -> Result<()> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() || id.contains(['\n', '\r']) {
+            return Err(Error::Usage(format!(
+                "item {i}: id {id:?} is empty or contains a line break"
+            )));
+        }
+        if existing.contains(id) {
+            return Err(Error::Usage(format!(
+                "item id {id:?} is already in the index (removed items keep their id until \
+                 `tailor index compact`)"
+            )));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(Error::Usage(format!("item id {id:?} appears twice")));
+        }
+    }
+    if ids.len() >= u32::MAX as usize {
+        return Err(Error::Usage("at most 2^32 - 1 items".into()));
+    }
+    Ok(())
+}
+
+fn check_attributes(input: &BuildInput, index: Option<&Index>) -> Result<()> {
+    let n = input.ids.len();
+    if input.attributes.is_empty() {
+        return Err(Error::Usage(
+            "an index needs at least one attribute's vectors".into(),
+        ));
+    }
+    let mut names = HashSet::new();
+    for a in &input.attributes {
+        if a.name.is_empty() || !names.insert(a.name.as_str()) {
+            return Err(Error::Usage(format!(
+                "attribute name {:?} is empty or repeated",
+                a.name
+            )));
+        }
+        if a.dim == 0 {
+            return Err(Error::Usage(format!("attribute {:?}: dimension 0", a.name)));
+        }
+        if a.rows.len() != n * a.dim {
+            return Err(Error::Usage(format!(
+                "attribute {:?}: {} values for {n} items of dimension {} (expected {})",
+                a.name,
+                a.rows.len(),
+                a.dim,
+                n * a.dim
+            )));
+        }
+    }
+    if let Some(index) = index {
+        let have: Vec<&str> = input.attributes.iter().map(|a| a.name.as_str()).collect();
+        let want: Vec<&str> = index.attributes().iter().map(String::as_str).collect();
+        if have != want {
+            return Err(Error::Usage(format!(
+                "new items must have vectors for exactly the index's attributes, in order: {} (got {})",
+                want.join(", "),
+                have.join(", ")
+            )));
+        }
+        for a in &input.attributes {
+            let dim = index.dim(&a.name)?;
+            if dim != a.dim {
+                return Err(Error::DimensionMismatch {
+                    attribute: a.name.clone(),
+                    expected: dim,
+                    got: a.dim,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Label values as stored (item-major, `NO_LABEL` for none), checked against the schema.
+fn label_values(labels: Option<&ItemLabels>, n: usize, dir: &Path) -> Result<Option<Vec<u16>>> {
+    let Some(l) = labels else { return Ok(None) };
+    if l.labels.items() != n {
+        return Err(Error::Usage(format!(
+            "labels cover {} items, the index input has {n}",
+            l.labels.items()
+        )));
+    }
+    let k = l.schema.len();
+    let mut values = Vec::with_capacity(n * k);
+    for item in 0..n {
+        for (a, attr) in l.schema.attributes.iter().enumerate() {
+            let v = l.labels.get(item, a);
+            if let Some(v) = v {
+                if v as usize >= attr.values.len() {
+                    return Err(Error::invalid(
+                        dir,
+                        format!(
+                            "item {item}: value {v} of {:?} is past its {} values",
+                            attr.name,
+                            attr.values.len()
+                        ),
+                    ));
+                }
+            }
+            values.push(v.unwrap_or(NO_LABEL));
+        }
+    }
+    Ok(Some(values))
+}
+
+/// Normalised copy of an attribute's rows; zero or non-finite rows are errors naming
+/// the item (`first_row` offsets the reported row number).
+fn normalized_rows(a: &AttributeInput, first_row: usize) -> Result<Vec<f32>> {
+    let mut rows = a.rows.to_vec();
+    rows.par_chunks_mut(a.dim)
+        .enumerate()
+        .try_for_each(|(i, row)| {
+            if row.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Usage(format!(
+                    "attribute {:?}, row {}: non-finite value",
+                    a.name,
+                    first_row + i
+                )));
+            }
+            if normalize(row) == 0.0 {
+                return Err(Error::Usage(format!(
+                    "attribute {:?}, row {}: zero vector (cosine undefined)",
+                    a.name,
+                    first_row + i
+                )));
+            }
+            Ok(())
+        })?;
+    Ok(rows)
+}
+
+/// Builds the graph with hnsw_rs's parallel insertion and exports it to [`MemGraph`].
+fn build_graph(
+    name: &str,
+    rows: &[f32],
+    dim: usize,
+    params: &BuildParams,
+    progress: ProgressMode,
+) -> MemGraph {
+    let n = rows.len() / dim;
+    let hnsw: Hnsw<f32, ClampedDot> = Hnsw::new(
+        params.m,
+        n.max(1),
+        MAX_LEVEL + 1,
+        params.ef_construction,
+        ClampedDot,
+    );
+    let bar = Progress::new(&format!("{name}: building graph"), n as u64, progress);
+    const BATCH: usize = 2048;
+    for (b, chunk) in rows.chunks(BATCH * dim).enumerate() {
+        let batch: Vec<(&[f32], usize)> = chunk
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, r)| (r, b * BATCH + i))
+            .collect();
+        hnsw.parallel_insert_slice(&batch);
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish();
+    let mut nodes: Vec<(usize, usize, Vec<Vec<u32>>)> = hnsw
+        .get_point_indexation()
+        .into_iter()
+        .map(|p| {
+            let level = p.get_point_id().0 as usize;
+            let lists = p
+                .get_neighborhood_id()
+                .into_iter()
+                .take(level + 1)
+                .map(|l| l.iter().map(|nb| nb.get_origin_id() as u32).collect())
+                .collect();
+            (p.get_origin_id(), level, lists)
+        })
+        .collect();
+    nodes.sort_by_key(|n| n.0);
+    let mut g = MemGraph::new(params.m, 2 * params.m);
+    let mut entry: Option<(u32, usize)> = None;
+    for (row, level, lists) in &nodes {
+        let id = g.push_node(*level);
+        debug_assert_eq!(id as usize, *row);
+        for (l, list) in lists.iter().enumerate() {
+            g.set_neighbours(id, l, list);
+        }
+        if entry.is_none_or(|(_, top)| *level > top) {
+            entry = Some((id, *level));
+        }
+    }
+    g.entry = entry;
+    g
+}
+
+fn attribute_entry(
+    gen: u64,
+    ai: usize,
+    a: &AttributeInput,
+    params: &BuildParams,
+) -> AttributeEntry {
+    AttributeEntry {
+        name: a.name.clone(),
+        dim: a.dim,
+        vectors: name(gen, &format!("a{ai}.vec")),
+        compact: match params.compact {
+            CompactKind::None => None,
+            CompactKind::F16 => Some(name(gen, &format!("a{ai}.f16.vec"))),
+            CompactKind::Int8 => Some(name(gen, &format!("a{ai}.int8.vec"))),
+        },
+        graph: name(gen, &format!("a{ai}.graph")),
+    }
+}
+
+fn dtype(kind: CompactKind) -> Dtype {
+    match kind {
+        CompactKind::None => Dtype::F32,
+        CompactKind::F16 => Dtype::F16,
+        CompactKind::Int8 => Dtype::Int8,
+    }
+}
+
+fn tombstone_words(index: &Index, n: usize) -> Vec<u64> {
+    let mut words = vec![0u64; n.div_ceil(64)];
+    if let Some(t) = &index.tombstones {
+        for (w, &x) in words.iter_mut().zip(t.words()) {
+            *w = x;
+        }
+    }
+    words
+}
+
+/// File name of a generation's file: `g000042.<suffix>`.
+fn name(gen: u64, suffix: &str) -> String {
+    format!("g{gen:06}.{suffix}")
+}
+
+/// Generation number in a file name written by [`name`].
+fn generation_of(file: &str) -> Option<u64> {
+    let rest = file.strip_prefix('g')?;
+    let (digits, _) = rest.split_once('.')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// One past the highest generation named by the manifest or by any file present
+/// (leftovers of an interrupted build are never reused while they might be mapped).
+fn next_generation(dir: &Path) -> u64 {
+    let mut max = Manifest::read(dir).map(|m| m.generation).unwrap_or(0);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Some(g) = e.file_name().to_str().and_then(generation_of) {
+                max = max.max(g);
+            }
+        }
+    }
+    max + 1
+}
+
+/// Commits the manifest, then deletes generation files it does not name.
+fn publish(dir: &Path, manifest: &Manifest) -> Result<()> {
+    sync_dir(dir)?;
+    manifest.commit(dir)?;
+    let keep: HashSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(file) = file.to_str() else { continue };
+            if generation_of(file).is_some() && !keep.contains(file) && file != MANIFEST_FILE {
+                // Best effort: a leftover file costs space, never correctness.
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_names() {
+        assert_eq!(name(3, "ids"), "g000003.ids");
+        assert_eq!(generation_of("g000003.a0.vec"), Some(3));
+        assert_eq!(generation_of("g1234567.ids"), Some(1234567));
+        assert_eq!(generation_of("manifest.json"), None);
+        assert_eq!(generation_of("g.ids"), None);
+        assert_eq!(generation_of("gx1.ids"), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! Binary files of an index: 64-byte little-endian headers, validation on open, writers
+//! that compute the crc32 while writing. The byte layout is specified in `index-format.md`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Version of every binary file and of the manifest written by this build.
+pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// Oldest version this build reads.
+pub const INDEX_FORMAT_OLDEST_SUPPORTED_VERSION: u32 = 1;
+/// Size of the fixed header at the start of every binary file.
+pub const HEADER_LEN: usize = 64;
+
+pub const MAGIC_VECTORS: [u8; 8] = *b"TAILRVEC";
+pub const MAGIC_GRAPH: [u8; 8] = *b"TAILRGRF";
+pub const MAGIC_IDS: [u8; 8] = *b"TAILRIDS";
+pub const MAGIC_LABELS: [u8; 8] = *b"TAILRLBL";
+pub const MAGIC_TOMBSTONES: [u8; 8] = *b"TAILRTMB";
+
+/// Element type of a vector file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32 = 0,
+    F16 = 1,
+    /// int8 codes with one f32 scale per row.
+    Int8 = 2,
+}
+
+/// Maps a whole file read-only.
+///
+/// This is the crate's only `unsafe` file map. SAFETY: index files are written once under
+/// a fresh generation name, published by the manifest rename and never modified or
+/// truncated afterwards (updates write new files), so the mapped bytes do not change
+/// while the map lives. Every read of the map goes through bounds-checked slices.
+pub fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).at(path)?;
+    // SAFETY: see the function comment: published index files are immutable.
+    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    Ok(map)
+}
+
+/// A validated 64-byte header.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub a: u32,
+    pub count: u64,
+    pub b: u64,
+    pub c: u64,
+    pub d: u64,
+}
+
+impl Header {
+    pub fn new(magic: [u8; 8], a: u32, count: u64, b: u64, c: u64, d: u64) -> Header {
+        Header {
+            magic,
+            version: INDEX_FORMAT_VERSION,
+            a,
+            count,
+            b,
+            c,
+            d,
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&self.magic);
+        h[8..12].copy_from_slice(&self.version.to_le_bytes());
+        h[12..16].copy_from_slice(&self.a.to_le_bytes());
+        h[16..24].copy_from_slice(&self.count.to_le_bytes());
+        h[24..32].copy_from_slice(&self.b.to_le_bytes());
+        h[32..40].copy_from_slice(&self.c.to_le_bytes());
+        h[40..48].copy_from_slice(&self.d.to_le_bytes());
+        h
+    }
+
+    /// Parses and checks magic and version; names `path` in every error.
+    pub fn parse(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<Header> {
+        if bytes.len() < HEADER_LEN {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "file is {} bytes, shorter than the {HEADER_LEN}-byte header",
+                    bytes.len()
+                ),
+            ));
+        }
+        if bytes[0..8] != magic {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "bad magic {:?}, expected {:?}",
+                    String::from_utf8_lossy(&bytes[0..8]),
+                    String::from_utf8_lossy(&magic)
+                ),
+            ));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        let version = u32_at(8);
+        check_version(version, path)?;
+        if bytes[48..64].iter().any(|&b| b != 0) {
+            return Err(Error::corrupted(
+                path,
+                "reserved header bytes 48..64 are not zero",
+            ));
+        }
+        Ok(Header {
+            magic,
+            version,
+            a: u32_at(12),
+            count: u64_at(16),
+            b: u64_at(24),
+            c: u64_at(32),
+            d: u64_at(40),
+        })
+    }
+}
+
+/// Refuses versions outside `OLDEST..=CURRENT` with a hint.
+pub fn check_version(version: u32, path: &Path) -> Result<()> {
+    if !(INDEX_FORMAT_OLDEST_SUPPORTED_VERSION..=INDEX_FORMAT_VERSION).contains(&version) {
+        return Err(Error::IncompatibleVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: format!("{INDEX_FORMAT_OLDEST_SUPPORTED_VERSION}..={INDEX_FORMAT_VERSION}"),
+            hint: "rebuild the index with `tailor index build`".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `a * b` or a corruption error (sizes read from files must not overflow).
+pub fn mul(a: u64, b: u64, path: &Path) -> Result<u64> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::corrupted(path, "header sizes overflow"))
+}
+
+pub fn add(a: u64, b: u64, path: &Path) -> Result<u64> {
+    a.checked_add(b)
+        .ok_or_else(|| Error::corrupted(path, "header sizes overflow"))
+}
+
+pub fn align_up(x: u64, to: u64) -> u64 {
+    x.div_ceil(to) * to
+}
+
+/// Checks that a file is exactly `expected` bytes long.
+pub fn check_len(actual: usize, expected: u64, path: &Path, what: &str) -> Result<()> {
+    if actual as u64 != expected {
+        let kind = if (actual as u64) < expected {
+            "truncated"
+        } else {
+            "has trailing bytes"
+        };
+        return Err(Error::corrupted(
+            path,
+            format!("{kind}: {what} needs {expected} bytes, the file has {actual}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Casts a byte range of a map to a typed slice, checking bounds and alignment.
+pub fn cast<'a, T: bytemuck::Pod>(
+    bytes: &'a [u8],
+    offset: u64,
+    len_elems: u64,
+    path: &Path,
+) -> Result<&'a [T]> {
+    let size = std::mem::size_of::<T>() as u64;
+    let end = add(offset, mul(len_elems, size, path)?, path)?;
+    if end > bytes.len() as u64 {
+        return Err(Error::corrupted(
+            path,
+            format!(
+                "section {offset}..{end} runs past the end ({} bytes)",
+                bytes.len()
+            ),
+        ));
+    }
+    bytemuck::try_cast_slice(&bytes[offset as usize..end as usize])
+        .map_err(|e| Error::corrupted(path, format!("section at {offset}: {e}")))
+}
+
+/// A buffered file writer that counts bytes and computes the crc32 as it goes.
+pub struct CrcWriter {
+    path: PathBuf,
+    inner: BufWriter<File>,
+    hasher: crc32fast::Hasher,
+    len: u64,
+}
+
+/// Name, length and crc32 of a written file, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub len: u64,
+    pub crc32: u32,
+}
+
+impl CrcWriter {
+    pub fn create(path: &Path) -> Result<CrcWriter> {
+        let file = File::create(path).at(path)?;
+        Ok(CrcWriter {
+            path: path.to_path_buf(),
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: crc32fast::Hasher::new(),
+            len: 0,
+        })
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        self.inner.write_all(bytes).at(&self.path)
+    }
+
+    pub fn pad_to(&mut self, align: u64) -> Result<()> {
+        let pad = align_up(self.len, align) - self.len;
+        self.write(&vec![0u8; pad as usize])
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and fsyncs; returns the manifest entry.
+    pub fn finish(self) -> Result<FileEntry> {
+        let path = self.path;
+        let file = self
+            .inner
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
+        file.sync_all().at(&path)?;
+        Ok(FileEntry {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            len: self.len,
+            crc32: self.hasher.finalize(),
+        })
+    }
+}
+
+/// crc32 of a whole byte slice.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(bytes);
+    h.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_errors() {
+        let p = Path::new("x.vec");
+        let h = Header::new(MAGIC_VECTORS, 2, 10, 3, 4, 5);
+        let bytes = h.to_bytes();
+        let back = Header::parse(&bytes, MAGIC_VECTORS, p).unwrap();
+        assert_eq!(
+            (back.a, back.count, back.b, back.c, back.d),
+            (2, 10, 3, 4, 5)
+        );
+        assert!(matches!(
+            Header::parse(&bytes, MAGIC_GRAPH, p),
+            Err(Error::Corrupted { .. })
+        ));
+        assert!(matches!(
+            Header::parse(&bytes[..63], MAGIC_VECTORS, p),
+            Err(Error::Corrupted { .. })
+        ));
+        let mut future = bytes;
+        future[8..12].copy_from_slice(&(INDEX_FORMAT_VERSION + 1).to_le_bytes());
+        assert!(matches!(
+            Header::parse(&future, MAGIC_VECTORS, p),
+            Err(Error::IncompatibleVersion { found, .. }) if found == INDEX_FORMAT_VERSION + 1
+        ));
+        let mut zero = bytes;
+        zero[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            Header::parse(&zero, MAGIC_VECTORS, p),
+            Err(Error::IncompatibleVersion { found: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn version_check_is_exhaustive_over_small_values() {
+        for v in 0..10u32 {
+            let ok = check_version(v, Path::new("f")).is_ok();
+            assert_eq!(
+                ok,
+                (INDEX_FORMAT_OLDEST_SUPPORTED_VERSION..=INDEX_FORMAT_VERSION).contains(&v)
+            );
+        }
+    }
+
+    #[test]
+    fn cast_checks_bounds_and_alignment() {
+        let buf = vec![0u64; 4];
+        let bytes: &[u8] = bytemuck::cast_slice(&buf);
+        let p = Path::new("f");
+        assert_eq!(cast::<f32>(bytes, 0, 8, p).unwrap().len(), 8);
+        assert!(cast::<f32>(bytes, 0, 9, p).is_err());
+        assert!(cast::<f32>(bytes, 2, 1, p).is_err());
+        assert!(cast::<f32>(bytes, u64::MAX - 1, 1, p).is_err());
+        assert!(cast::<u32>(bytes, 0, u64::MAX, p).is_err());
+    }
+}

@@ -1,0 +1,684 @@
+//! The HNSW graph: a flat, memory-mappable layout ([`MappedGraph`]), an in-memory form
+//! used while building and extending ([`MemGraph`]), and the layered best-first search
+//! that walks either one.
+
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::format::{
+    add, align_up, cast, check_len, map_file, mul, CrcWriter, FileEntry, Header, HEADER_LEN,
+    MAGIC_GRAPH,
+};
+use crate::error::{Error, Result};
+
+/// Largest neighbour list accepted in a graph file (sanity bound on a header field).
+const MAX_DEGREE: u64 = 4096;
+/// Highest level accepted (hnsw_rs uses at most 16 layers).
+pub const MAX_LEVEL: usize = 15;
+
+/// Read access to a layered proximity graph.
+pub trait GraphRead {
+    fn node_count(&self) -> usize;
+    /// Entry node and its level (the top level), or `None` for an empty graph.
+    fn entry(&self) -> Result<Option<(u32, usize)>>;
+    /// Neighbours of `node` at `level`; empty if the node does not reach that level.
+    fn neighbours(&self, node: u32, level: usize) -> Result<&[u32]>;
+}
+
+/// Similarity of the query to stored nodes (larger is closer).
+pub trait Scorer {
+    fn score(&self, node: u32) -> f32;
+    /// Starts fetching a node's vector before it is scored.
+    fn prefetch(&self, _node: u32) {}
+}
+
+/// A float that orders totally (NaN sorts lowest), for heaps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sim(f32);
+impl Eq for Sim {}
+impl PartialOrd for Sim {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Sim {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Visited marks, reused across queries on a thread (an epoch per query avoids clearing).
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+    }
+    /// Marks `node`; true if it was not marked in this query.
+    #[inline]
+    fn insert(&mut self, node: u32) -> bool {
+        let m = &mut self.marks[node as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+fn check_node<G: GraphRead + ?Sized>(g: &G, node: u32, err: impl Fn() -> Error) -> Result<()> {
+    if (node as usize) < g.node_count() {
+        Ok(())
+    } else {
+        Err(err())
+    }
+}
+
+/// Best-first search of one level from `entries`, keeping the `ef` best accepted nodes.
+/// Returns them sorted by decreasing similarity.
+fn search_level<G: GraphRead + ?Sized, S: Scorer + ?Sized>(
+    g: &G,
+    s: &S,
+    entries: &[(f32, u32)],
+    ef: usize,
+    level: usize,
+    accept: Option<&dyn Fn(u32) -> bool>,
+    visited: &mut Visited,
+    bad_id: &dyn Fn(u32) -> Error,
+) -> Result<Vec<(f32, u32)>> {
+    let mut candidates: BinaryHeap<(Sim, u32)> = BinaryHeap::new();
+    let mut results: BinaryHeap<Reverse<(Sim, u32)>> = BinaryHeap::new();
+    let ok = |n: u32| accept.is_none_or(|f| f(n));
+    for &(sim, node) in entries {
+        candidates.push((Sim(sim), node));
+        if ok(node) {
+            results.push(Reverse((Sim(sim), node)));
+            if results.len() > ef {
+                results.pop();
+            }
+        }
+    }
+    let mut fresh: Vec<u32> = Vec::with_capacity(64);
+    while let Some((Sim(sim), node)) = candidates.pop() {
+        if results.len() >= ef {
+            if let Some(Reverse((Sim(worst), _))) = results.peek() {
+                if sim < *worst {
+                    break;
+                }
+            }
+        }
+        fresh.clear();
+        for &nb in g.neighbours(node, level)? {
+            check_node(g, nb, || bad_id(nb))?;
+            if visited.insert(nb) {
+                s.prefetch(nb);
+                fresh.push(nb);
+            }
+        }
+        for &nb in &fresh {
+            let sim = s.score(nb);
+            let worst = results.peek().map(|r| r.0 .0 .0);
+            if results.len() < ef || worst.is_none_or(|w| sim > w) {
+                candidates.push((Sim(sim), nb));
+                if ok(nb) {
+                    results.push(Reverse((Sim(sim), nb)));
+                    if results.len() > ef {
+                        results.pop();
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<(f32, u32)> = results
+        .into_iter()
+        .map(|Reverse((Sim(s), n))| (s, n))
+        .collect();
+    out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(out)
+}
+
+/// Greedy descent from the entry point to level `stop_above + 1`, then a best-first
+/// search of the levels `<= stop_above` is left to the caller. Returns the entry set.
+fn descend<G: GraphRead + ?Sized, S: Scorer + ?Sized>(
+    g: &G,
+    s: &S,
+    entry: u32,
+    top: usize,
+    down_to: usize,
+    bad_id: &dyn Fn(u32) -> Error,
+) -> Result<(f32, u32)> {
+    let mut cur = entry;
+    let mut cur_sim = s.score(cur);
+    for level in (down_to..=top).rev() {
+        loop {
+            let mut moved = false;
+            for &nb in g.neighbours(cur, level)? {
+                check_node(g, nb, || bad_id(nb))?;
+                let sim = s.score(nb);
+                if sim > cur_sim {
+                    cur_sim = sim;
+                    cur = nb;
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    Ok((cur_sim, cur))
+}
+
+/// The `ef` nearest accepted nodes to the scorer's query, best first.
+pub fn knn<G: GraphRead + ?Sized, S: Scorer + ?Sized>(
+    g: &G,
+    s: &S,
+    ef: usize,
+    accept: Option<&dyn Fn(u32) -> bool>,
+    bad_id: &dyn Fn(u32) -> Error,
+) -> Result<Vec<(f32, u32)>> {
+    let Some((entry, top)) = g.entry()? else {
+        return Ok(Vec::new());
+    };
+    let start = if top >= 1 {
+        descend(g, s, entry, top, 1, bad_id)?
+    } else {
+        (s.score(entry), entry)
+    };
+    VISITED.with(|v| {
+        let mut v = v.borrow_mut();
+        v.reset(g.node_count());
+        v.insert(start.1);
+        search_level(g, s, &[start], ef.max(1), 0, accept, &mut v, bad_id)
+    })
+}
+
+/// The flat graph file, mapped. Layout in `index-format.md`.
+pub struct MappedGraph {
+    path: PathBuf,
+    map: Mmap,
+    count: usize,
+    m0: usize,
+    m: usize,
+    entry: Option<u32>,
+    upper_blocks: u64,
+    levels_at: u64,
+    upper_start_at: u64,
+    upper_at: u64,
+}
+
+impl MappedGraph {
+    pub fn open(path: &Path) -> Result<MappedGraph> {
+        let map = map_file(path)?;
+        let h = Header::parse(&map, MAGIC_GRAPH, path)?;
+        let (m0, count, m, entry, upper_blocks) = (h.a as u64, h.count, h.b, h.c, h.d);
+        if m0 == 0 || m0 > MAX_DEGREE || m == 0 || m > MAX_DEGREE {
+            return Err(Error::corrupted(
+                path,
+                format!("invalid degrees m0={m0} m={m}"),
+            ));
+        }
+        if count > u32::MAX as u64 {
+            return Err(Error::corrupted(
+                path,
+                format!("{count} nodes exceed the u32 limit"),
+            ));
+        }
+        let levels_at = add(
+            HEADER_LEN as u64,
+            mul(mul(count, m0 + 1, path)?, 4, path)?,
+            path,
+        )?;
+        let upper_start_at = align_up(add(levels_at, count, path)?, 4);
+        let upper_at = add(upper_start_at, mul(count, 4, path)?, path)?;
+        let end = add(
+            upper_at,
+            mul(mul(upper_blocks, m + 1, path)?, 4, path)?,
+            path,
+        )?;
+        check_len(map.len(), end, path, "the graph")?;
+        let entry = match entry {
+            u64::MAX => None,
+            e if e < count => Some(e as u32),
+            e => {
+                return Err(Error::corrupted(
+                    path,
+                    format!("entry node {e} is not below the node count {count}"),
+                ))
+            }
+        };
+        if entry.is_none() != (count == 0) {
+            return Err(Error::corrupted(path, "entry node and node count disagree"));
+        }
+        Ok(MappedGraph {
+            path: path.to_path_buf(),
+            map,
+            count: count as usize,
+            m0: m0 as usize,
+            m: m as usize,
+            entry,
+            upper_blocks,
+            levels_at,
+            upper_start_at,
+            upper_at,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn degrees(&self) -> (usize, usize) {
+        (self.m, self.m0)
+    }
+
+    pub fn level(&self, node: u32) -> Result<usize> {
+        self.map
+            .get(self.levels_at as usize + node as usize)
+            .filter(|_| (node as usize) < self.count)
+            .map(|&l| l as usize)
+            .ok_or_else(|| self.corrupt(format!("node {node} out of range")))
+    }
+
+    fn corrupt(&self, reason: String) -> Error {
+        Error::corrupted(&self.path, reason)
+    }
+
+    fn block(&self, at: u64, index: u64, degree: usize) -> Result<&[u32]> {
+        let words = (degree + 1) as u64;
+        let block: &[u32] = cast(&self.map, at + index * words * 4, words, &self.path)?;
+        let n = block[0] as usize;
+        if n > degree {
+            return Err(self.corrupt(format!("neighbour list of {n} exceeds the degree {degree}")));
+        }
+        Ok(&block[1..1 + n])
+    }
+
+    /// Reads the whole graph into memory (for extending it).
+    pub fn to_mem(&self) -> Result<MemGraph> {
+        let mut g = MemGraph::new(self.m, self.m0);
+        for node in 0..self.count as u32 {
+            let level = self.level(node)?;
+            if level > MAX_LEVEL {
+                return Err(self.corrupt(format!("node {node} has level {level} > {MAX_LEVEL}")));
+            }
+            g.push_node(level);
+            for l in 0..=level {
+                let list = self.neighbours(node, l)?;
+                if let Some(&bad) = list.iter().find(|&&n| n as usize >= self.count) {
+                    return Err(self.corrupt(format!("neighbour id {bad} out of range")));
+                }
+                g.set_neighbours(node, l, list);
+            }
+        }
+        g.entry = self.entry()?.map(|(e, l)| (e, l));
+        Ok(g)
+    }
+}
+
+impl GraphRead for MappedGraph {
+    fn node_count(&self) -> usize {
+        self.count
+    }
+
+    fn entry(&self) -> Result<Option<(u32, usize)>> {
+        match self.entry {
+            None => Ok(None),
+            Some(e) => Ok(Some((e, self.level(e)?))),
+        }
+    }
+
+    fn neighbours(&self, node: u32, level: usize) -> Result<&[u32]> {
+        if node as usize >= self.count {
+            return Err(self.corrupt(format!("node {node} out of range")));
+        }
+        if level == 0 {
+            return self.block(HEADER_LEN as u64, node as u64, self.m0);
+        }
+        if self.level(node)? < level {
+            return Ok(&[]);
+        }
+        let starts: &[u32] = cast(
+            &self.map,
+            self.upper_start_at,
+            self.count as u64,
+            &self.path,
+        )?;
+        let index = starts[node as usize] as u64 + (level as u64 - 1);
+        if index >= self.upper_blocks {
+            return Err(self.corrupt(format!("upper block {index} of node {node} out of range")));
+        }
+        self.block(self.upper_at, index, self.m)
+    }
+}
+
+/// The graph in memory: fixed-stride level-0 lists and per-node upper lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemGraph {
+    pub m: usize,
+    pub m0: usize,
+    levels: Vec<u8>,
+    level0: Vec<u32>,
+    upper: Vec<Vec<Vec<u32>>>,
+    pub entry: Option<(u32, usize)>,
+}
+
+impl MemGraph {
+    pub fn new(m: usize, m0: usize) -> MemGraph {
+        MemGraph {
+            m,
+            m0,
+            levels: Vec::new(),
+            level0: Vec::new(),
+            upper: Vec::new(),
+            entry: None,
+        }
+    }
+
+    pub fn push_node(&mut self, level: usize) -> u32 {
+        let id = self.levels.len() as u32;
+        self.levels.push(level as u8);
+        self.level0.extend(std::iter::repeat_n(0, self.m0 + 1));
+        self.upper.push(vec![Vec::new(); level]);
+        id
+    }
+
+    pub fn level(&self, node: u32) -> usize {
+        self.levels[node as usize] as usize
+    }
+
+    fn cap(&self, level: usize) -> usize {
+        if level == 0 {
+            self.m0
+        } else {
+            self.m
+        }
+    }
+
+    /// Sets a node's list at a level, truncated to the level's degree.
+    pub fn set_neighbours(&mut self, node: u32, level: usize, list: &[u32]) {
+        let list = &list[..list.len().min(self.cap(level))];
+        if level == 0 {
+            let at = node as usize * (self.m0 + 1);
+            self.level0[at] = list.len() as u32;
+            self.level0[at + 1..at + 1 + list.len()].copy_from_slice(list);
+            self.level0[at + 1 + list.len()..at + 1 + self.m0].fill(0);
+        } else {
+            self.upper[node as usize][level - 1] = list.to_vec();
+        }
+    }
+
+    fn list(&self, node: u32, level: usize) -> &[u32] {
+        if level == 0 {
+            let at = node as usize * (self.m0 + 1);
+            &self.level0[at + 1..at + 1 + self.level0[at] as usize]
+        } else {
+            self.upper[node as usize]
+                .get(level - 1)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        }
+    }
+
+    /// Inserts `node` (already pushed with its level) into the graph, HNSW style:
+    /// greedy descent, best-first search with `ef_construction` on each of its levels,
+    /// neighbours chosen by the diversity heuristic, reverse links pruned the same way.
+    /// `sim(a, b)` is the similarity of two stored nodes.
+    pub fn insert(
+        &mut self,
+        node: u32,
+        ef_construction: usize,
+        sim: &dyn Fn(u32, u32) -> f32,
+    ) -> Result<()> {
+        let level = self.level(node);
+        let Some((entry, top)) = self.entry else {
+            self.entry = Some((node, level));
+            return Ok(());
+        };
+        struct To<'a>(u32, &'a dyn Fn(u32, u32) -> f32);
+        impl Scorer for To<'_> {
+            fn score(&self, n: u32) -> f32 {
+                (self.1)(self.0, n)
+            }
+        }
+        let scorer = To(node, sim);
+        let bad = |n: u32| Error::Usage(format!("internal: neighbour {n} out of range"));
+        let mut eps = vec![if top > level {
+            descend(self, &scorer, entry, top, level + 1, &bad)?
+        } else {
+            (scorer.score(entry), entry)
+        }];
+        for l in (0..=level.min(top)).rev() {
+            let found = VISITED.with(|v| {
+                let mut v = v.borrow_mut();
+                v.reset(self.node_count());
+                v.insert(node);
+                for e in &eps {
+                    v.insert(e.1);
+                }
+                search_level(self, &scorer, &eps, ef_construction, l, None, &mut v, &bad)
+            })?;
+            let chosen = select_diverse(&found, self.m, sim);
+            self.set_neighbours(node, l, &chosen);
+            for &nb in &chosen {
+                let mut list = self.list(nb, l).to_vec();
+                if list.contains(&node) {
+                    continue;
+                }
+                list.push(node);
+                if list.len() > self.cap(l) {
+                    let mut scored: Vec<(f32, u32)> =
+                        list.iter().map(|&x| (sim(nb, x), x)).collect();
+                    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    list = select_diverse(&scored, self.cap(l), sim);
+                }
+                self.set_neighbours(nb, l, &list);
+            }
+            eps = found;
+        }
+        if level > top {
+            self.entry = Some((node, level));
+        }
+        Ok(())
+    }
+
+    /// Writes the flat graph file.
+    pub fn write(&self, path: &Path) -> Result<FileEntry> {
+        let count = self.levels.len() as u64;
+        let upper_blocks: u64 = self.levels.iter().map(|&l| l as u64).sum();
+        let entry = self.entry.map_or(u64::MAX, |(e, _)| e as u64);
+        let mut w = CrcWriter::create(path)?;
+        let header = Header::new(
+            MAGIC_GRAPH,
+            self.m0 as u32,
+            count,
+            self.m as u64,
+            entry,
+            upper_blocks,
+        );
+        w.write(&header.to_bytes())?;
+        for chunk in self.level0.chunks(1 << 16) {
+            w.write(bytemuck::cast_slice(chunk))?;
+        }
+        w.write(&self.levels)?;
+        w.pad_to(4)?;
+        let mut starts = Vec::with_capacity(self.levels.len());
+        let mut next = 0u32;
+        for &l in &self.levels {
+            starts.push(next);
+            next += l as u32;
+        }
+        w.write(bytemuck::cast_slice(&starts))?;
+        let mut block = vec![0u32; self.m + 1];
+        for lists in &self.upper {
+            for list in lists {
+                block.iter_mut().for_each(|x| *x = 0);
+                block[0] = list.len() as u32;
+                block[1..1 + list.len()].copy_from_slice(list);
+                w.write(bytemuck::cast_slice(&block))?;
+            }
+        }
+        w.finish()
+    }
+}
+
+/// HNSW neighbour selection: walk candidates best first and keep one only if it is
+/// closer to the base than to every neighbour kept so far; at most `max`.
+fn select_diverse(sorted: &[(f32, u32)], max: usize, sim: &dyn Fn(u32, u32) -> f32) -> Vec<u32> {
+    let mut kept: Vec<u32> = Vec::with_capacity(max);
+    for &(s_base, c) in sorted {
+        if kept.len() >= max {
+            break;
+        }
+        if kept.iter().all(|&k| sim(c, k) < s_base) {
+            kept.push(c);
+        }
+    }
+    kept
+}
+
+impl GraphRead for MemGraph {
+    fn node_count(&self) -> usize {
+        self.levels.len()
+    }
+    fn entry(&self) -> Result<Option<(u32, usize)>> {
+        Ok(self.entry)
+    }
+    fn neighbours(&self, node: u32, level: usize) -> Result<&[u32]> {
+        Ok(self.list(node, level))
+    }
+}
+
+/// Draws an HNSW level: floor(-ln(u) / ln(m)), capped at [`MAX_LEVEL`].
+pub fn draw_level(m: usize, u: f64) -> usize {
+    let scale = 1.0 / (m.max(2) as f64).ln();
+    ((-u.max(f64::MIN_POSITIVE).ln() * scale).floor() as usize).min(MAX_LEVEL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    struct Rows<'a>(&'a [Vec<f32>], Vec<f32>);
+    impl Scorer for Rows<'_> {
+        fn score(&self, n: u32) -> f32 {
+            super::super::distance::dot_f32(&self.1, &self.0[n as usize])
+        }
+    }
+
+    fn random_unit(rng: &mut impl Rng, n: usize, dim: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                let mut v: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                super::super::distance::normalize(&mut v);
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn insert_write_open_search_round_trip() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let data = random_unit(&mut rng, 400, 8);
+        let mut g = MemGraph::new(8, 16);
+        let sim =
+            |a: u32, b: u32| super::super::distance::dot_f32(&data[a as usize], &data[b as usize]);
+        for _ in 0..data.len() {
+            let level = draw_level(8, rng.gen());
+            let id = g.push_node(level);
+            g.insert(id, 64, &sim).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.graph");
+        g.write(&p).unwrap();
+        let mapped = MappedGraph::open(&p).unwrap();
+        assert!(
+            mapped.to_mem().unwrap() == g,
+            "graph changed in the round trip"
+        );
+        let bad = |n: u32| Error::Usage(format!("{n}"));
+        let mut hits = 0;
+        for q in 0..50 {
+            let query = data[q * 7].clone();
+            let found = knn(&mapped, &Rows(&data, query), 10, None, &bad).unwrap();
+            hits += found.iter().any(|&(_, n)| n as usize == q * 7) as usize;
+            assert!(found.windows(2).all(|w| w[0].0 >= w[1].0));
+        }
+        assert!(hits >= 49, "self-match found for {hits}/50");
+        // An accept filter restricts results.
+        let even = |n: u32| n % 2 == 0;
+        let found = knn(
+            &mapped,
+            &Rows(&data, data[3].clone()),
+            10,
+            Some(&even),
+            &bad,
+        )
+        .unwrap();
+        assert_eq!(found.len(), 10);
+        assert!(found.iter().all(|&(_, n)| n % 2 == 0));
+    }
+
+    #[test]
+    fn corrupted_graph_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.graph");
+        let mut g = MemGraph::new(2, 4);
+        for _ in 0..3 {
+            g.push_node(0);
+        }
+        g.set_neighbours(0, 0, &[1, 2]);
+        g.entry = Some((0, 0));
+        g.write(&p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        // Neighbour id past the node count.
+        let mut bad = bytes.clone();
+        bad[64 + 4..64 + 8].copy_from_slice(&99u32.to_le_bytes());
+        std::fs::write(&p, &bad).unwrap();
+        let mg = MappedGraph::open(&p).unwrap();
+        let q = vec![vec![1.0f32]; 3];
+        let err = knn(&mg, &Rows(&q, vec![1.0]), 4, None, &|n| {
+            Error::corrupted(&p, format!("neighbour {n}"))
+        });
+        assert!(matches!(err, Err(Error::Corrupted { .. })));
+        // List length above the degree.
+        let mut bad = bytes.clone();
+        bad[64..68].copy_from_slice(&9u32.to_le_bytes());
+        std::fs::write(&p, &bad).unwrap();
+        let mg = MappedGraph::open(&p).unwrap();
+        assert!(matches!(mg.neighbours(0, 0), Err(Error::Corrupted { .. })));
+        // Entry past the end, truncation.
+        let mut bad = bytes.clone();
+        bad[32..40].copy_from_slice(&7u64.to_le_bytes());
+        std::fs::write(&p, &bad).unwrap();
+        assert!(matches!(
+            MappedGraph::open(&p),
+            Err(Error::Corrupted { .. })
+        ));
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(
+            MappedGraph::open(&p),
+            Err(Error::Corrupted { .. })
+        ));
+    }
+}

@@ -1,0 +1,177 @@
+//! `manifest.json`: the index's commit point. It names every file of the current
+//! generation with its length and crc32; writing it (temp file, fsync, rename, fsync of
+//! the directory) publishes a build or an update atomically.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::format::{check_version, FileEntry, INDEX_FORMAT_VERSION};
+use crate::catalog::Schema;
+use crate::error::{Error, IoContext, Result};
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+const MANIFEST_TMP: &str = "manifest.json.tmp";
+/// Manifests larger than this are refused (a corrupted length must not exhaust memory).
+const MANIFEST_MAX_BYTES: u64 = 256 << 20;
+pub const FORMAT_NAME: &str = "tailor-index";
+
+/// Compact copy of the vectors used for the graph walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactKind {
+    /// Walk the graph on the f32 rows.
+    #[default]
+    None,
+    /// Half-precision copy (2 bytes per value).
+    F16,
+    /// int8 codes with one f32 scale per row (1 byte per value).
+    Int8,
+}
+
+impl std::str::FromStr for CompactKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(CompactKind::None),
+            "f16" => Ok(CompactKind::F16),
+            "int8" => Ok(CompactKind::Int8),
+            _ => Err(format!("unknown compact kind {s:?} (none, f16, int8)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestParams {
+    pub m: usize,
+    pub ef_construction: usize,
+    pub compact: CompactKind,
+}
+
+/// Files of one embedding attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeEntry {
+    pub name: String,
+    pub dim: usize,
+    pub vectors: String,
+    pub compact: Option<String>,
+    pub graph: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub generation: u64,
+    /// Rows, including removed ones.
+    pub items: usize,
+    /// Rows marked removed (tombstoned).
+    pub removed: usize,
+    pub metric: String,
+    pub params: ManifestParams,
+    pub model: Option<serde_json::Value>,
+    pub schema: Option<Schema>,
+    pub ids: String,
+    pub labels: Option<String>,
+    pub tombstones: Option<String>,
+    pub attributes: Vec<AttributeEntry>,
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST_FILE);
+        let len = std::fs::metadata(&path).at(&path)?.len();
+        if len > MANIFEST_MAX_BYTES {
+            return Err(Error::corrupted(
+                &path,
+                format!("{len} bytes is too large for a manifest"),
+            ));
+        }
+        let bytes = std::fs::read(&path).at(&path)?;
+        // Check the version before the full shape, so a future format gets a version error.
+        let probe: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupted(&path, format!("not valid JSON: {e}")))?;
+        if probe.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
+            return Err(Error::corrupted(
+                &path,
+                format!("not a tailor index manifest (\"format\" is not {FORMAT_NAME:?})"),
+            ));
+        }
+        let version = probe
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Error::corrupted(&path, "no format_version"))?;
+        check_version(u32::try_from(version).unwrap_or(u32::MAX), &path)?;
+        let m: Manifest = serde_json::from_value(probe)
+            .map_err(|e| Error::corrupted(&path, format!("invalid manifest: {e}")))?;
+        m.check(&path)?;
+        Ok(m)
+    }
+
+    /// Cross-checks that every named file is listed once and names are plain file names.
+    fn check(&self, path: &Path) -> Result<()> {
+        let mut named: Vec<&str> = vec![self.ids.as_str()];
+        named.extend(self.labels.as_deref());
+        named.extend(self.tombstones.as_deref());
+        for a in &self.attributes {
+            named.push(&a.vectors);
+            named.push(&a.graph);
+            named.extend(a.compact.as_deref());
+        }
+        for n in &named {
+            if !is_plain_name(n) {
+                return Err(Error::corrupted(
+                    path,
+                    format!("file name {n:?} is not a plain file name"),
+                ));
+            }
+            if !self.files.iter().any(|f| f.name == *n) {
+                return Err(Error::corrupted(
+                    path,
+                    format!("file {n:?} has no checksum entry"),
+                ));
+            }
+        }
+        if self.labels.is_some() != self.schema.is_some() {
+            return Err(Error::corrupted(
+                path,
+                "labels and schema must be present together",
+            ));
+        }
+        if self.removed > self.items {
+            return Err(Error::corrupted(path, "more removed items than items"));
+        }
+        Ok(())
+    }
+
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    /// Publishes this manifest: temp file, fsync, rename over `manifest.json`, fsync dir.
+    pub fn commit(&self, dir: &Path) -> Result<()> {
+        debug_assert_eq!(self.format_version, INDEX_FORMAT_VERSION);
+        let tmp = dir.join(MANIFEST_TMP);
+        let path = dir.join(MANIFEST_FILE);
+        let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(&json).at(&tmp)?;
+        f.write_all(b"\n").at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).at(&path)?;
+        sync_dir(dir)
+    }
+}
+
+fn is_plain_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0'])
+}
+
+/// fsyncs a directory so that renames and new entries in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}

@@ -1,0 +1,446 @@
+//! Memory-mapped data files of an index: vectors (f32 and compact), the id table,
+//! labels and tombstones. Opening checks headers and exact lengths only; nothing is
+//! read in full.
+
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::format::{
+    add, align_up, cast, check_len, map_file, mul, CrcWriter, Dtype, FileEntry, Header, HEADER_LEN,
+    MAGIC_IDS, MAGIC_LABELS, MAGIC_TOMBSTONES, MAGIC_VECTORS,
+};
+use crate::catalog::ValueId;
+use crate::error::{Error, Result};
+
+/// Value stored in a label file for "no label".
+pub const NO_LABEL: ValueId = ValueId::MAX;
+
+/// A mapped vector file: f32 rows, f16 rows, or int8 rows with per-row scales.
+pub struct VectorFile {
+    path: PathBuf,
+    map: Mmap,
+    pub dtype: Dtype,
+    pub count: usize,
+    pub dim: usize,
+    /// Byte offset of the rows (after the scales for int8).
+    rows_at: u64,
+}
+
+impl VectorFile {
+    pub fn open(path: &Path) -> Result<VectorFile> {
+        let map = map_file(path)?;
+        let h = Header::parse(&map, MAGIC_VECTORS, path)?;
+        let dtype = Dtype::from_code_checked(h.a, path)?;
+        let (count, dim) = (h.count, h.b);
+        if dim == 0 || dim > u32::MAX as u64 {
+            return Err(Error::corrupted(path, format!("invalid dimension {dim}")));
+        }
+        let cells = mul(count, dim, path)?;
+        let (rows_at, rows_bytes) = match dtype {
+            Dtype::F32 => (HEADER_LEN as u64, mul(cells, 4, path)?),
+            Dtype::F16 => (HEADER_LEN as u64, mul(cells, 2, path)?),
+            Dtype::Int8 => (
+                align_up(add(HEADER_LEN as u64, mul(count, 4, path)?, path)?, 64),
+                cells,
+            ),
+        };
+        check_len(
+            map.len(),
+            add(rows_at, rows_bytes, path)?,
+            path,
+            "the vectors",
+        )?;
+        Ok(VectorFile {
+            path: path.to_path_buf(),
+            map,
+            dtype,
+            count: count as usize,
+            dim: dim as usize,
+            rows_at,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// All f32 rows, row-major (only for `Dtype::F32`).
+    pub fn f32_rows(&self) -> Result<&[f32]> {
+        self.expect(Dtype::F32)?;
+        cast(
+            &self.map,
+            self.rows_at,
+            (self.count * self.dim) as u64,
+            &self.path,
+        )
+    }
+
+    /// All f16 rows as raw bits (only for `Dtype::F16`).
+    pub fn f16_rows(&self) -> Result<&[u16]> {
+        self.expect(Dtype::F16)?;
+        cast(
+            &self.map,
+            self.rows_at,
+            (self.count * self.dim) as u64,
+            &self.path,
+        )
+    }
+
+    /// Per-row scales and int8 codes (only for `Dtype::Int8`).
+    pub fn int8_rows(&self) -> Result<(&[f32], &[i8])> {
+        self.expect(Dtype::Int8)?;
+        let scales = cast(&self.map, HEADER_LEN as u64, self.count as u64, &self.path)?;
+        let codes = cast(
+            &self.map,
+            self.rows_at,
+            (self.count * self.dim) as u64,
+            &self.path,
+        )?;
+        Ok((scales, codes))
+    }
+
+    fn expect(&self, dtype: Dtype) -> Result<()> {
+        if self.dtype != dtype {
+            return Err(Error::corrupted(
+                &self.path,
+                format!("holds {:?} rows, expected {:?}", self.dtype, dtype),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Dtype {
+    fn from_code_checked(code: u32, path: &Path) -> Result<Dtype> {
+        match code {
+            0 => Ok(Dtype::F32),
+            1 => Ok(Dtype::F16),
+            2 => Ok(Dtype::Int8),
+            _ => Err(Error::corrupted(
+                path,
+                format!("unknown element type {code}"),
+            )),
+        }
+    }
+}
+
+/// Writes f32 rows (the concatenation of `parts`) as a vector file.
+pub fn write_vectors(path: &Path, dim: usize, parts: &[&[f32]]) -> Result<FileEntry> {
+    let count: usize = parts.iter().map(|p| p.len() / dim).sum();
+    let mut w = CrcWriter::create(path)?;
+    w.write(
+        &Header::new(
+            MAGIC_VECTORS,
+            Dtype::F32 as u32,
+            count as u64,
+            dim as u64,
+            0,
+            0,
+        )
+        .to_bytes(),
+    )?;
+    for part in parts {
+        for chunk in part.chunks(1 << 16) {
+            w.write(bytemuck::cast_slice(chunk))?;
+        }
+    }
+    w.finish()
+}
+
+/// Writes the compact copy (`dtype` F16 or Int8) of the concatenation of `parts`.
+pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) -> Result<FileEntry> {
+    if dtype == Dtype::F32 {
+        return write_vectors(path, dim, parts);
+    }
+    let count: usize = parts.iter().map(|p| p.len() / dim).sum();
+    let rows = || parts.iter().flat_map(|p| p.chunks_exact(dim));
+    let mut w = CrcWriter::create(path)?;
+    w.write(&Header::new(MAGIC_VECTORS, dtype as u32, count as u64, dim as u64, 0, 0).to_bytes())?;
+    let mut buf16: Vec<u16> = Vec::with_capacity(dim);
+    let mut buf8: Vec<i8> = Vec::with_capacity(dim);
+    if dtype == Dtype::Int8 {
+        let scales: Vec<f32> = rows().map(int8_scale).collect();
+        w.write(bytemuck::cast_slice(&scales))?;
+        w.pad_to(64)?;
+        for (row, &scale) in rows().zip(&scales) {
+            buf8.clear();
+            buf8.extend(row.iter().map(|&x| quantize(x, scale)));
+            w.write(bytemuck::cast_slice(&buf8))?;
+        }
+    } else {
+        for row in rows() {
+            buf16.clear();
+            buf16.extend(row.iter().map(|&x| half::f16::from_f32(x).to_bits()));
+            w.write(bytemuck::cast_slice(&buf16))?;
+        }
+    }
+    w.finish()
+}
+
+/// Per-row int8 scale: the largest magnitude maps to 127.
+pub fn int8_scale(row: &[f32]) -> f32 {
+    let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max > 0.0 {
+        max / 127.0
+    } else {
+        1.0
+    }
+}
+
+pub fn quantize(x: f32, scale: f32) -> i8 {
+    (x / scale).round().clamp(-127.0, 127.0) as i8
+}
+
+/// External string ids of the rows, with a sorted permutation for lookups.
+pub struct IdTable {
+    path: PathBuf,
+    map: Mmap,
+    count: usize,
+    sorted_at: u64,
+    blob_at: u64,
+    blob_len: u64,
+}
+
+impl IdTable {
+    /// Opens the table and checks its offsets and UTF-8 (one pass over the offsets and
+    /// the id bytes: a few hundred microseconds per 100k ids).
+    pub fn open(path: &Path) -> Result<IdTable> {
+        let map = map_file(path)?;
+        let h = Header::parse(&map, MAGIC_IDS, path)?;
+        let (count, blob_len) = (h.count, h.b);
+        if count > u32::MAX as u64 {
+            return Err(Error::corrupted(
+                path,
+                format!("{count} ids exceed the u32 row limit"),
+            ));
+        }
+        let offsets_at = HEADER_LEN as u64;
+        let sorted_at = add(offsets_at, mul(count + 1, 8, path)?, path)?;
+        let blob_at = align_up(add(sorted_at, mul(count, 4, path)?, path)?, 8);
+        check_len(
+            map.len(),
+            add(blob_at, blob_len, path)?,
+            path,
+            "the id table",
+        )?;
+        let table = IdTable {
+            path: path.to_path_buf(),
+            map,
+            count: count as usize,
+            sorted_at,
+            blob_at,
+            blob_len,
+        };
+        let offsets = table.offsets();
+        let blob = table.blob();
+        let text = std::str::from_utf8(blob)
+            .map_err(|e| Error::corrupted(path, format!("ids are not UTF-8: {e}")))?;
+        if offsets.first() != Some(&0) || offsets.last() != Some(&blob_len) {
+            return Err(Error::corrupted(
+                path,
+                "id offsets do not span the id bytes",
+            ));
+        }
+        for (row, w) in offsets.windows(2).enumerate() {
+            if w[0] > w[1] || !text.is_char_boundary(w[1] as usize) {
+                return Err(Error::corrupted(
+                    path,
+                    format!("id offset of row {row} is invalid"),
+                ));
+            }
+        }
+        Ok(table)
+    }
+
+    fn offsets(&self) -> &[u64] {
+        cast(
+            &self.map,
+            HEADER_LEN as u64,
+            self.count as u64 + 1,
+            &self.path,
+        )
+        .expect("checked on open")
+    }
+
+    fn sorted(&self) -> &[u32] {
+        cast(&self.map, self.sorted_at, self.count as u64, &self.path).expect("checked on open")
+    }
+
+    fn blob(&self) -> &[u8] {
+        &self.map[self.blob_at as usize..(self.blob_at + self.blob_len) as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Id of a row; `None` past the end.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        let offsets = self.offsets();
+        let (s, e) = (*offsets.get(row)? as usize, *offsets.get(row + 1)? as usize);
+        // Validated on open: offsets are monotone char boundaries inside the blob.
+        std::str::from_utf8(&self.blob()[s..e]).ok()
+    }
+
+    /// Row of an id by binary search over the sorted permutation.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        let sorted = self.sorted();
+        let (mut lo, mut hi) = (0usize, sorted.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let row = sorted[mid] as usize;
+            let probe = self.get(row)?;
+            match probe.cmp(id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(row),
+            }
+        }
+        None
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Writes an id table. Ids must be unique (checked by the caller).
+pub fn write_ids(path: &Path, ids: &[String]) -> Result<FileEntry> {
+    let mut offsets = Vec::with_capacity(ids.len() + 1);
+    let mut pos = 0u64;
+    offsets.push(0u64);
+    for id in ids {
+        pos += id.len() as u64;
+        offsets.push(pos);
+    }
+    let mut sorted: Vec<u32> = (0..ids.len() as u32).collect();
+    sorted.sort_unstable_by(|&a, &b| ids[a as usize].cmp(&ids[b as usize]));
+    let mut w = CrcWriter::create(path)?;
+    w.write(&Header::new(MAGIC_IDS, 0, ids.len() as u64, pos, 0, 0).to_bytes())?;
+    w.write(bytemuck::cast_slice(&offsets))?;
+    w.write(bytemuck::cast_slice(&sorted))?;
+    w.pad_to(8)?;
+    for id in ids {
+        w.write(id.as_bytes())?;
+    }
+    w.finish()
+}
+
+/// Per item, per label attribute, a value id (`NO_LABEL` when absent).
+pub struct LabelTable {
+    path: PathBuf,
+    map: Mmap,
+    pub count: usize,
+    pub attributes: usize,
+}
+
+impl LabelTable {
+    pub fn open(path: &Path) -> Result<LabelTable> {
+        let map = map_file(path)?;
+        let h = Header::parse(&map, MAGIC_LABELS, path)?;
+        let cells = mul(h.count, h.a as u64, path)?;
+        check_len(
+            map.len(),
+            add(HEADER_LEN as u64, mul(cells, 2, path)?, path)?,
+            path,
+            "the labels",
+        )?;
+        Ok(LabelTable {
+            path: path.to_path_buf(),
+            map,
+            count: h.count as usize,
+            attributes: h.a as usize,
+        })
+    }
+
+    fn values(&self) -> &[u16] {
+        cast(
+            &self.map,
+            HEADER_LEN as u64,
+            (self.count * self.attributes) as u64,
+            &self.path,
+        )
+        .expect("checked on open")
+    }
+
+    /// Label of `row` for label attribute `attribute`; `None` when absent or out of range.
+    pub fn get(&self, row: usize, attribute: usize) -> Option<ValueId> {
+        if attribute >= self.attributes {
+            return None;
+        }
+        let v = *self.values().get(row * self.attributes + attribute)?;
+        (v != NO_LABEL).then_some(v)
+    }
+}
+
+pub fn write_labels(path: &Path, attributes: usize, values: &[u16]) -> Result<FileEntry> {
+    let count = values.len().checked_div(attributes).unwrap_or(0);
+    let mut w = CrcWriter::create(path)?;
+    w.write(&Header::new(MAGIC_LABELS, attributes as u32, count as u64, 0, 0, 0).to_bytes())?;
+    w.write(bytemuck::cast_slice(values))?;
+    w.finish()
+}
+
+/// A bitset of removed rows.
+pub struct Tombstones {
+    path: PathBuf,
+    map: Mmap,
+    pub count: usize,
+    pub removed: usize,
+}
+
+impl Tombstones {
+    pub fn open(path: &Path) -> Result<Tombstones> {
+        let map = map_file(path)?;
+        let h = Header::parse(&map, MAGIC_TOMBSTONES, path)?;
+        let words = h.count.div_ceil(64);
+        check_len(
+            map.len(),
+            add(HEADER_LEN as u64, mul(words, 8, path)?, path)?,
+            path,
+            "the tombstones",
+        )?;
+        if h.b > h.count {
+            return Err(Error::corrupted(path, "more removed rows than rows"));
+        }
+        Ok(Tombstones {
+            path: path.to_path_buf(),
+            map,
+            count: h.count as usize,
+            removed: h.b as usize,
+        })
+    }
+
+    pub fn words(&self) -> &[u64] {
+        cast(
+            &self.map,
+            HEADER_LEN as u64,
+            self.count.div_ceil(64) as u64,
+            &self.path,
+        )
+        .expect("checked on open")
+    }
+
+    pub fn is_removed(&self, row: usize) -> bool {
+        self.words()
+            .get(row / 64)
+            .is_some_and(|w| w >> (row % 64) & 1 == 1)
+    }
+}
+
+pub fn write_tombstones(path: &Path, count: usize, words: &[u64]) -> Result<FileEntry> {
+    let removed: u64 = words.iter().map(|w| w.count_ones() as u64).sum();
+    let mut w = CrcWriter::create(path)?;
+    w.write(&Header::new(MAGIC_TOMBSTONES, 0, count as u64, removed, 0, 0).to_bytes())?;
+    w.write(bytemuck::cast_slice(words))?;
+    w.finish()
+}
