@@ -9,9 +9,10 @@
 //! re-ranking), [`eval`] (MAP, triplet accuracy), [`train`].
 
 pub mod catalog;
+pub mod embed;
 pub mod error;
-pub mod model;
 pub mod index;
+pub mod model;
 pub mod npy;
 pub mod progress;
 pub mod query;

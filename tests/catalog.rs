@@ -82,7 +82,12 @@ fn every_reader_agrees_on_generated_data() {
     generate(dir.path(), n, seed);
     let csv = catalog::open(&dir.path().join("manifest.csv")).unwrap();
     let jsonl = catalog::open(&dir.path().join("manifest.jsonl")).unwrap();
-    let asen = catalog::open(dir.path()).unwrap();
+    let asen = catalog::open(&dir.path().join("SynthFashion")).unwrap();
+    assert_eq!(
+        catalog::open(dir.path()).unwrap().format,
+        CatalogFormat::Csv,
+        "the manifest wins"
+    );
     let zappos = catalog::open(&dir.path().join("zappos")).unwrap();
     assert_eq!(
         (csv.format, jsonl.format, asen.format, zappos.format),

@@ -186,10 +186,10 @@ impl Catalog {
 }
 
 /// Opens a catalog, choosing the reader from the path:
-/// a `.csv` or `.jsonl` file is a manifest; a directory with `filenames.json` and
-/// `tripletlists/` is a Zappos/CSN split; a directory with ASEN split files (or whose
-/// parent holds `meta.json`) is an ASEN split; a directory holding `manifest.csv` or
-/// `manifest.jsonl` (as `tailor synth` writes) opens that manifest.
+/// a `.csv` or `.jsonl` file is a manifest; a directory holding `manifest.csv` or
+/// `manifest.jsonl` (as `tailor synth` writes) opens that manifest; a directory with
+/// `filenames.json` and `tripletlists/` is a Zappos/CSN split; a directory with ASEN split
+/// files (or a `meta.json` naming one dataset directory) is an ASEN split.
 pub fn open(path: &Path) -> Result<Catalog> {
     if path.is_file() {
         return match path.extension().and_then(|e| e.to_str()) {
@@ -207,6 +207,14 @@ pub fn open(path: &Path) -> Result<Catalog> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
         ));
     }
+    // A manifest wins over split files in the same directory (as `tailor synth` writes
+    // both): its ids are the shop's ids, and it derives the same query/candidate lists.
+    for name in ["manifest.csv", "manifest.jsonl"] {
+        let m = path.join(name);
+        if m.is_file() {
+            return open(&m);
+        }
+    }
     if path.join("filenames.json").is_file() && path.join("tripletlists").is_dir() {
         return zappos::read(path);
     }
@@ -216,12 +224,6 @@ pub fn open(path: &Path) -> Result<Catalog> {
     if path.join("meta.json").is_file() {
         if let Some(dataset) = asen::single_dataset_dir(path)? {
             return asen::read(&dataset, None);
-        }
-    }
-    for name in ["manifest.csv", "manifest.jsonl"] {
-        let m = path.join(name);
-        if m.is_file() {
-            return open(&m);
         }
     }
     Err(Error::invalid(

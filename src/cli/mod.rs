@@ -3,8 +3,9 @@
 //! `--json` for programs). The library never prints.
 
 mod catalog;
-mod model;
+mod embed;
 mod index;
+mod model;
 mod search;
 mod synth;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Index(index::IndexCommand),
     /// Top-k similar items by one attribute or a weighted sum of attributes; re-ranking.
     Search(search::SearchArgs),
+    /// Embed a catalog with a model and publish a searchable per-attribute index.
+    Embed(embed::EmbedArgs),
 }
 
 /// Output settings shared by every command.
@@ -80,5 +83,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(cmd) => model::run(cmd, &out),
         Command::Index(cmd) => index::run(cmd, &out),
         Command::Search(args) => search::run(args, &out),
+        Command::Embed(args) => embed::run(args, &out),
     }
 }

@@ -14,6 +14,7 @@ pub mod exact;
 pub mod format;
 pub mod graph;
 pub mod manifest;
+mod merge;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub use build::{
 };
 pub use format::{INDEX_FORMAT_OLDEST_SUPPORTED_VERSION, INDEX_FORMAT_VERSION};
 pub use manifest::{CompactKind, Manifest, MANIFEST_FILE};
+pub use merge::merge;
 
 use crate::catalog::{Schema, ValueId};
 use crate::error::{Error, Result};

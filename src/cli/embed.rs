@@ -1,0 +1,103 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::Output;
+use tailor::embed::{self, EmbedOptions, Shard};
+use tailor::index::{BuildParams, CompactKind};
+use tailor::model::{self, Model};
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Model file (safetensors written by `tailor model` or `tailor train`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Catalog directory or manifest.
+    #[arg(long)]
+    catalog: PathBuf,
+    /// Index directory to publish (replaced atomically when it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Attributes to embed, comma-separated (default: all of the model's).
+    #[arg(long, value_delimiter = ',')]
+    attrs: Option<Vec<String>>,
+    /// Images per model batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Embed only the K-th of N deterministic parts of the catalog (by a hash of the id).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Fail when more than this fraction of the items is rejected (bad images).
+    #[arg(long, default_value_t = 0.01)]
+    max_reject_rate: f64,
+    /// Graph neighbours per node.
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// Compact copy for the graph walk: none, f16 or int8.
+    #[arg(long, default_value = "int8")]
+    compact: CompactKind,
+    /// Seconds between checkpoints (fsync of the staged rows); 0 = after every batch.
+    #[arg(long, default_value_t = 2.0)]
+    checkpoint_secs: f64,
+    /// Staging directory for the resumable job (default: OUT.embed-work beside OUT).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let device = model::device(&args.device)?;
+    let model = Model::load(&args.model, &device)?;
+    let catalog = tailor::catalog::open(&args.catalog)?;
+    let opts = EmbedOptions {
+        attributes: args.attrs,
+        batch: args.batch,
+        shard: args.shard.as_deref().map(Shard::parse).transpose()?,
+        max_reject_rate: args.max_reject_rate,
+        params: BuildParams {
+            m: args.m,
+            ef_construction: args.ef_construction,
+            compact: args.compact,
+            ..BuildParams::default()
+        },
+        work_dir: args.work_dir,
+        model_path: args.model.clone(),
+        checkpoint_every: std::time::Duration::from_secs_f64(args.checkpoint_secs.max(0.0)),
+        progress: out.progress,
+    };
+    let s = embed::embed_catalog(&model, &catalog, &args.out, &opts)?;
+    if out.json {
+        out.print_json(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if s.resumed_from > 0 {
+        println!(
+            "resumed after {} items done by an earlier run",
+            s.resumed_from
+        );
+    }
+    println!(
+        "embedded {} of {} items ({} rejected) for {} attributes into {} in {:.1} s ({:.1} items/s)",
+        s.embedded,
+        s.selected_items,
+        s.rejected,
+        s.attributes.len(),
+        s.out.display(),
+        s.seconds,
+        s.items_per_second
+    );
+    let st = s.stage_seconds;
+    println!(
+        "stages (s): decode {:.2}, pre-process {:.2}, model {:.2}, write {:.2}, graph {:.2}",
+        st.decode, st.preprocess, st.model, st.write, st.graph
+    );
+    if let Some(r) = &s.rejects_report {
+        println!("rejects: {}", r.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,476 @@
+//! The batch job: catalog in, searchable per-attribute index out.
+//!
+//! Images stream through decode + pre-process (a producer thread, rayon inside it) into
+//! batches for the model (one backbone pass per image, every attribute head on the shared
+//! map); rows go straight into append-only staging files (see [`staging`]) with a
+//! checkpoint after every batch, so a killed job resumes where it stopped. At the end the
+//! staging files are memory-mapped and handed to [`crate::index::build`], which publishes
+//! the index atomically. Memory stays bounded by the batch size and the queue depth.
+
+pub mod decode;
+pub mod staging;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{self, AttributeInput, BuildInput, BuildParams, ItemLabels};
+use crate::model::{self, Model};
+use crate::progress::{Progress, ProgressMode};
+use staging::{JobSpec, Reject, Staging};
+
+/// One of N deterministic parts of a catalog (`--shard K/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `K/N` with 0 <= K < N.
+    pub fn parse(text: &str) -> Result<Shard> {
+        let bad = || {
+            Error::Usage(format!(
+                "--shard {text:?}: expected K/N with 0 <= K < N, e.g. 0/4"
+            ))
+        };
+        let (k, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether an item belongs to this shard: a hash of its id, so the assignment does not
+    /// depend on catalog order and stays put as the catalog grows.
+    pub fn contains(&self, id: &str) -> bool {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in id.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        (h % self.count as u64) as usize == self.index
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    /// Attributes to embed (names); all of the model's when None.
+    pub attributes: Option<Vec<String>>,
+    pub batch: usize,
+    pub shard: Option<Shard>,
+    /// Fail when more than this fraction of the selected items is rejected.
+    pub max_reject_rate: f64,
+    pub params: BuildParams,
+    /// Staging directory; default `<out>.embed-work` beside the output.
+    pub work_dir: Option<PathBuf>,
+    /// Where the model file lives, recorded in the index manifest for `search --image`.
+    pub model_path: PathBuf,
+    /// How often progress is made durable (fsync + checkpoint), hence how much a resumed
+    /// job redoes; zero means after every batch.
+    pub checkpoint_every: Duration,
+    pub progress: ProgressMode,
+}
+
+/// Seconds spent per stage.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageSeconds {
+    pub decode: f64,
+    pub preprocess: f64,
+    pub model: f64,
+    pub write: f64,
+    pub graph: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedSummary {
+    pub out: PathBuf,
+    pub catalog_items: usize,
+    pub selected_items: usize,
+    pub embedded: usize,
+    pub rejected: usize,
+    pub rejects_report: Option<PathBuf>,
+    /// Items already done by an earlier, interrupted run of the same job.
+    pub resumed_from: usize,
+    pub attributes: Vec<String>,
+    pub seconds: f64,
+    pub items_per_second: f64,
+    pub stage_seconds: StageSeconds,
+}
+
+/// A decoded, pre-processed batch on its way to the model.
+struct Batch {
+    /// Position after the batch in the job's item list.
+    end: usize,
+    ids: Vec<String>,
+    pixels: Vec<f32>,
+    rejects: Vec<Reject>,
+    decode: Duration,
+    preprocess: Duration,
+}
+
+/// Embeds a catalog with a model and publishes the index at `out`.
+pub fn embed_catalog(
+    model: &Model,
+    catalog: &Catalog,
+    out: &Path,
+    opts: &EmbedOptions,
+) -> Result<EmbedSummary> {
+    let start = Instant::now();
+    let cfg = model.config();
+    let attr_names: Vec<String> = match &opts.attributes {
+        Some(names) => names.clone(),
+        None => cfg.attributes.clone(),
+    };
+    let attr_ids: Vec<usize> = attr_names
+        .iter()
+        .map(|n| {
+            cfg.attributes
+                .iter()
+                .position(|a| a == n)
+                .ok_or_else(|| Error::UnknownAttribute {
+                    name: n.clone(),
+                    known: cfg.attributes.join(", "),
+                })
+        })
+        .collect::<Result<_>>()?;
+    if opts.batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".into()));
+    }
+    let selected: Vec<usize> = (0..catalog.items.len())
+        .filter(|&i| opts.shard.is_none_or(|s| s.contains(&catalog.items[i].id)))
+        .collect();
+    let dims = vec![cfg.embed_dim; attr_ids.len()];
+    let spec = JobSpec {
+        model_identity: model.identity()?,
+        catalog: catalog.source.display().to_string(),
+        catalog_items: catalog.items.len(),
+        attributes: attr_names.clone(),
+        dims: dims.clone(),
+        shard: opts.shard.map(|s| (s.index, s.count)),
+        batch: opts.batch,
+    };
+    let work_dir = opts
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| sibling(out, "embed-work"));
+    let spec_identity = spec.model_identity.clone();
+    let (mut staging, _) = Staging::open(&work_dir, spec)?;
+    let resumed_from = staging.checkpoint.next_item;
+    let size = cfg.input_size as usize;
+    let pixels_per_image = 3 * size * size;
+
+    let progress = Progress::new("embed", selected.len() as u64, opts.progress);
+    progress.inc(resumed_from as u64);
+    let mut stages = StageSeconds::default();
+    let device = model.device().clone();
+    std::thread::scope(|scope| -> Result<()> {
+        // Two batches in flight: one being embedded, one being decoded.
+        let (tx, rx) = sync_channel::<Batch>(1);
+        let todo = &selected[resumed_from..];
+        scope.spawn(move || {
+            let mut pos = resumed_from;
+            for chunk in todo.chunks(opts.batch) {
+                let decoded: Vec<(
+                    usize,
+                    std::result::Result<(Vec<f32>, Duration, Duration), String>,
+                )> = chunk
+                    .par_iter()
+                    .map(|&i| (i, load_item(catalog, i, cfg)))
+                    .collect();
+                pos += chunk.len();
+                let mut batch = Batch {
+                    end: pos,
+                    ids: Vec::with_capacity(chunk.len()),
+                    pixels: Vec::with_capacity(chunk.len() * pixels_per_image),
+                    rejects: Vec::new(),
+                    decode: Duration::ZERO,
+                    preprocess: Duration::ZERO,
+                };
+                for (i, res) in decoded {
+                    match res {
+                        Ok((px, d, p)) => {
+                            batch.ids.push(catalog.items[i].id.clone());
+                            batch.pixels.extend_from_slice(&px);
+                            batch.decode += d;
+                            batch.preprocess += p;
+                        }
+                        Err(reason) => batch.rejects.push(Reject {
+                            item: catalog.items[i].id.clone(),
+                            path: catalog.image_path(i).display().to_string(),
+                            reason,
+                        }),
+                    }
+                }
+                if tx.send(batch).is_err() {
+                    return; // the consumer stopped on an error
+                }
+            }
+        });
+        let mut last_commit = Instant::now();
+        for batch in rx {
+            // Per-image CPU time summed over the parallel decoders, as a share of wall time.
+            let threads = rayon::current_num_threads().max(1) as f64;
+            stages.decode += batch.decode.as_secs_f64() / threads;
+            stages.preprocess += batch.preprocess.as_secs_f64() / threads;
+            let t = Instant::now();
+            let rows: Vec<Vec<f32>> = if batch.ids.is_empty() {
+                vec![Vec::new(); attr_ids.len()]
+            } else {
+                let n = batch.ids.len();
+                let images = Tensor::from_vec(batch.pixels, (n, 3, size, size), &device)?;
+                model
+                    .embed(&images, &attr_ids)?
+                    .into_iter()
+                    .map(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .collect::<candle_core::Result<_>>()?
+            };
+            stages.model += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            staging.append(&batch.ids, &rows, &batch.rejects, batch.end)?;
+            if last_commit.elapsed() >= opts.checkpoint_every || batch.end == selected.len() {
+                staging.commit()?;
+                last_commit = Instant::now();
+                failpoint_abort_after(staging.checkpoint.next_item);
+            }
+            stages.write += t.elapsed().as_secs_f64();
+            progress.inc((batch.ids.len() + batch.rejects.len()) as u64);
+        }
+        Ok(())
+    })?;
+    progress.finish();
+
+    let cp = staging.checkpoint;
+    if cp.rows == 0 {
+        return Err(Error::invalid(
+            &catalog.source,
+            format!(
+                "no item could be embedded ({} rejected; see {})",
+                cp.rejected,
+                staging.rejects_path().display()
+            ),
+        ));
+    }
+    let reject_rate = cp.rejected as f64 / selected.len().max(1) as f64;
+    if reject_rate > opts.max_reject_rate {
+        return Err(Error::invalid(
+            &catalog.source,
+            format!(
+                "{} of {} items rejected ({:.2}%), more than --max-reject-rate {:.2}%; see {}",
+                cp.rejected,
+                selected.len(),
+                reject_rate * 100.0,
+                opts.max_reject_rate * 100.0,
+                staging.rejects_path().display()
+            ),
+        ));
+    }
+
+    // Build the index from the memory-mapped staging files.
+    let t = Instant::now();
+    let ids: Vec<String> = std::fs::read_to_string(staging.ids_path())
+        .at(staging.ids_path())?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let maps = (0..attr_ids.len())
+        .map(|a| map_f32(&staging.vector_path(a)))
+        .collect::<Result<Vec<_>>>()?;
+    let attributes = attr_names
+        .iter()
+        .zip(&maps)
+        .zip(&dims)
+        .map(|((name, map), &dim)| -> Result<AttributeInput<'_>> {
+            Ok(AttributeInput {
+                name: name.clone(),
+                dim,
+                rows: bytemuck::try_cast_slice(&map[..]).map_err(|e| {
+                    Error::corrupted(
+                        staging.vector_path(0),
+                        format!("staging file not f32 rows: {e}"),
+                    )
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let labels = item_labels(catalog, &ids)?;
+    let model_record = serde_json::json!({
+        "identity": spec_identity,
+        "path": std::fs::canonicalize(&opts.model_path).unwrap_or_else(|_| opts.model_path.clone()),
+        "config": cfg,
+    });
+    let input = BuildInput {
+        ids: ids.clone(),
+        attributes,
+        labels: Some(labels),
+        model: Some(model_record),
+    };
+    index::build(out, &input, &opts.params, opts.progress)?;
+    stages.graph = t.elapsed().as_secs_f64();
+    drop(input);
+    drop(maps);
+
+    // The rejects report outlives the work directory, beside the index.
+    let rejects_report = if cp.rejected > 0 {
+        let dest = sibling(out, "rejects.jsonl");
+        std::fs::copy(staging.rejects_path(), &dest).at(&dest)?;
+        Some(dest)
+    } else {
+        None
+    };
+    staging.remove()?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(EmbedSummary {
+        out: out.to_path_buf(),
+        catalog_items: catalog.items.len(),
+        selected_items: selected.len(),
+        embedded: cp.rows,
+        rejected: cp.rejected,
+        rejects_report,
+        resumed_from,
+        attributes: attr_names,
+        seconds,
+        items_per_second: (selected.len() - resumed_from) as f64 / seconds.max(1e-9),
+        stage_seconds: stages,
+    })
+}
+
+/// Decodes and pre-processes one item; the timings are (decode, pre-process).
+fn load_item(
+    catalog: &Catalog,
+    item: usize,
+    cfg: &model::ModelConfig,
+) -> std::result::Result<(Vec<f32>, Duration, Duration), String> {
+    let t = Instant::now();
+    let img = decode::decode_rgb(&catalog.image_path(item))?;
+    let decoded = t.elapsed();
+    let t = Instant::now();
+    let px = model::preprocess(&img, cfg).map_err(|e| format!("cannot pre-process: {e}"))?;
+    Ok((px, decoded, t.elapsed()))
+}
+
+/// `<dir>/<name>.<suffix>` beside a path.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "index".into());
+    path.with_file_name(format!("{name}.{suffix}"))
+}
+
+fn map_f32(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).at(path)?;
+    // SAFETY: the staging files belong to this job; nothing truncates them while mapped.
+    unsafe { memmap2::Mmap::map(&file) }.at(path)
+}
+
+/// Test hook: `TAILOR_FAILPOINT_EMBED_ABORT_AT=N` aborts the process (like a kill) once
+/// the checkpoint covers N items, so tests can prove that a resumed job finishes the
+/// same index.
+fn failpoint_abort_after(done: usize) {
+    if let Ok(v) = std::env::var("TAILOR_FAILPOINT_EMBED_ABORT_AT") {
+        if v.parse::<usize>().is_ok_and(|n| done >= n) {
+            std::process::abort();
+        }
+    }
+}
+
+/// The catalog's labels for the embedded items, in row order (for label filters).
+fn item_labels(catalog: &Catalog, ids: &[String]) -> Result<ItemLabels> {
+    let by_id: std::collections::HashMap<&str, usize> = catalog
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    let mut labels = crate::catalog::Labels::new(ids.len(), catalog.schema.len());
+    for (row, id) in ids.iter().enumerate() {
+        let item = *by_id
+            .get(id.as_str())
+            .ok_or_else(|| Error::UnknownItem { id: id.clone() })?;
+        for a in 0..catalog.schema.len() {
+            labels.set(row, a, catalog.labels.get(item, a));
+        }
+    }
+    Ok(ItemLabels {
+        schema: catalog.schema.clone(),
+        labels,
+    })
+}
+
+/// Loads the model that embedded an index: `model_path` when given, else the path
+/// recorded in the index manifest; refuses a model whose identity differs from the one
+/// recorded (its vectors would live in another space).
+pub fn model_for_index(
+    index: &crate::index::Index,
+    model_path: Option<&Path>,
+    device: &candle_core::Device,
+) -> Result<Model> {
+    let record = index.model().ok_or_else(|| {
+        Error::invalid(
+            index.dir(),
+            "the index records no model (built from vectors); query it with --item or --vector",
+        )
+    })?;
+    let recorded_path = record
+        .get("path")
+        .and_then(|p| p.as_str())
+        .map(PathBuf::from);
+    let path = match (model_path, &recorded_path) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => {
+            return Err(Error::invalid(
+                index.dir(),
+                "the index records no model path; give --model FILE",
+            ))
+        }
+    };
+    let model = Model::load(&path, device)?;
+    let expected = record
+        .get("identity")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let found = model.identity()?;
+    if found != expected {
+        return Err(Error::invalid(
+            &path,
+            format!(
+                "model identity {found} differs from {expected}, the model that embedded {}",
+                index.dir().display()
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+/// Embeds one image file for the given attributes (names): one vector per attribute.
+pub fn embed_image(model: &Model, image: &Path, attributes: &[String]) -> Result<Vec<Vec<f32>>> {
+    let cfg = model.config();
+    let ids = attributes
+        .iter()
+        .map(|a| cfg.attribute_index(a))
+        .collect::<Result<Vec<_>>>()?;
+    let img = decode::decode_rgb(image).map_err(|reason| Error::Image {
+        path: image.to_path_buf(),
+        reason,
+    })?;
+    let px = model::preprocess(&img, cfg)?;
+    let size = cfg.input_size as usize;
+    let t = Tensor::from_vec(px, (1, 3, size, size), model.device())?;
+    model
+        .embed(&t, &ids)?
+        .into_iter()
+        .map(|v| Ok(v.flatten_all()?.to_vec1::<f32>()?))
+        .collect()
+}
