@@ -625,12 +625,20 @@ fn build_graph(
         .collect();
     nodes.sort_by_key(|n| n.0);
     let mut g = MemGraph::new(params.m, 2 * params.m);
+    let levels: Vec<usize> = nodes.iter().map(|n| n.1).collect();
     let mut entry: Option<(u32, usize)> = None;
     for (row, level, lists) in &nodes {
         let id = g.push_node(*level);
         debug_assert_eq!(id as usize, *row);
         for (l, list) in lists.iter().enumerate() {
-            g.set_neighbours(id, l, list);
+            // hnsw_rs links some upper-level lists to nodes below that level (its first
+            // point); drop those links so every level-l list holds level->=l nodes only.
+            let kept: Vec<u32> = list
+                .iter()
+                .copied()
+                .filter(|&nb| levels.get(nb as usize).is_some_and(|&nl| nl >= l))
+                .collect();
+            g.set_neighbours(id, l, &kept);
         }
         if entry.is_none_or(|(_, top)| *level > top) {
             entry = Some((id, *level));
