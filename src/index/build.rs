@@ -250,6 +250,12 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
             files.push(write_labels(&dir.join(&nm), schema.len(), &values)?);
             Some(nm)
         }
+        None if input.labels.is_some() => {
+            return Err(Error::Usage(format!(
+                "{}: the index has no labels; rebuild it with labels to add labelled items",
+                dir.display()
+            )))
+        }
         None => None,
     };
     let tombstones_name = if old.removed > 0 {
