@@ -194,31 +194,41 @@ fn round_trip_and_exact_search() {
     assert!(ix.verify().unwrap().ok);
 }
 
-/// Recall floor for the graph search. Measured on this data (4,000 points, 24-d,
-/// 12-cluster mixture, M=12, efC=100, ef=64, 200 queries): recall@10 was 0.99-1.00 for
-/// f32, int8 and f16 walks. The floor 0.95 leaves room for hnsw_rs's nondeterministic
-/// parallel insertion while still failing on a broken graph or walk (a random graph
-/// walk scores far below it).
+/// Recall floors for the graph search. Data: 4,000 points, 24-d, 12-cluster Gaussian
+/// mixture with noise as large as the centres (overlapping clusters), M=12, efC=100,
+/// 200 held-out queries from the same mixture. Measured recall@10 (f32 / int8 / f16
+/// walks): 0.996 / 0.996 / 0.996 at ef=32 and 0.998 / 0.9985 / 0.999 at ef=64. The floors
+/// leave ~0.02-0.03 for hnsw_rs's nondeterministic parallel insertion and still fail on a
+/// broken export or walk (queries from another mixture already drop recall to ~0.96).
+const FLOOR_EF32: f64 = 0.97;
+const FLOOR_EF64: f64 = 0.98;
+
 #[test]
 fn hnsw_recall_on_clustered_data() {
+    // Held-out queries from the fixture's mixture (same seed: the stream continues).
+    let queries = mixture(4200, DA, 12, 1)[4000 * DA..].to_vec();
     for compact in [CompactKind::None, CompactKind::Int8, CompactKind::F16] {
         let f = build_fixture(4000, compact);
         let ix = Index::open(&f.path).unwrap();
-        let queries = mixture(200, DA, 12, 99);
-        let mut hits = 0;
-        for q in queries.chunks_exact(DA) {
-            let approx: HashSet<usize> = ix
-                .search("shape", q, 10, 64)
-                .unwrap()
-                .iter()
-                .map(|h| h.row)
-                .collect();
-            let exact = ix.search_exact("shape", q, 10).unwrap();
-            hits += exact.iter().filter(|h| approx.contains(&h.row)).count();
+        for (ef, floor) in [(32, FLOOR_EF32), (64, FLOOR_EF64)] {
+            let mut hits = 0;
+            for q in queries.chunks_exact(DA) {
+                let approx: HashSet<usize> = ix
+                    .search("shape", q, 10, ef)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.row)
+                    .collect();
+                let exact = ix.search_exact("shape", q, 10).unwrap();
+                hits += exact.iter().filter(|h| approx.contains(&h.row)).count();
+            }
+            let recall = hits as f64 / 2000.0;
+            eprintln!("recall@10 {compact:?} ef {ef}: {recall:.4}");
+            assert!(
+                recall >= floor,
+                "{compact:?} ef {ef}: recall@10 {recall} < {floor}"
+            );
         }
-        let recall = hits as f64 / 2000.0;
-        eprintln!("recall@10 {compact:?}: {recall:.4}");
-        assert!(recall >= 0.95, "{compact:?}: recall@10 {recall}");
     }
 }
 
