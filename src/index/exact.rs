@@ -59,31 +59,6 @@ fn push_bounded(v: &mut Vec<(f32, usize)>, hit: (f32, usize), k: usize) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_sorting_everything() {
-        let dim = 3;
-        let rows: Vec<f32> = (0..3 * 10_000)
-            .map(|i| ((i * 37) % 101) as f32 - 50.0)
-            .collect();
-        let q = [0.3, -0.5, 0.8];
-        let got = top_k(&rows, dim, &q, 7, &|r| r % 3 != 0);
-        let mut all: Vec<(f32, usize)> = rows
-            .chunks_exact(dim)
-            .enumerate()
-            .filter(|(r, _)| r % 3 != 0)
-            .map(|(r, row)| (dot_f32(&q, row), r))
-            .collect();
-        all.sort_by(order);
-        all.truncate(7);
-        assert_eq!(got, all);
-        assert!(top_k(&rows, dim, &q, 0, &|_| true).is_empty());
-    }
-}
-
 /// The `k` best of rows `0..n` under `score` (`None` skips a row), best first, ties by row.
 pub fn top_k_by(
     n: usize,
@@ -114,4 +89,29 @@ pub fn top_k_by(
     best.sort_by(order);
     best.truncate(k);
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_sorting_everything() {
+        let dim = 3;
+        let rows: Vec<f32> = (0..3 * 10_000)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
+        let q = [0.3, -0.5, 0.8];
+        let got = top_k(&rows, dim, &q, 7, &|r| r % 3 != 0);
+        let mut all: Vec<(f32, usize)> = rows
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(r, _)| r % 3 != 0)
+            .map(|(r, row)| (dot_f32(&q, row), r))
+            .collect();
+        all.sort_by(order);
+        all.truncate(7);
+        assert_eq!(got, all);
+        assert!(top_k(&rows, dim, &q, 0, &|_| true).is_empty());
+    }
 }

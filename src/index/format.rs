@@ -148,8 +148,10 @@ pub fn add(a: u64, b: u64, path: &Path) -> Result<u64> {
         .ok_or_else(|| Error::corrupted(path, "header sizes overflow"))
 }
 
+/// `x` rounded up to a multiple of `to`; saturates (a length check then fails) instead
+/// of overflowing on sizes read from corrupted headers.
 pub fn align_up(x: u64, to: u64) -> u64 {
-    x.div_ceil(to) * to
+    x.checked_next_multiple_of(to).unwrap_or(u64::MAX)
 }
 
 /// Checks that a file is exactly `expected` bytes long.

@@ -93,6 +93,7 @@ fn check_node<G: GraphRead + ?Sized>(g: &G, node: u32, err: impl Fn() -> Error) 
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the walk's state, passed down without a struct
 /// Best-first search of one level from `entries`, keeping the `ef` best accepted nodes.
 /// Returns them sorted by decreasing similarity.
 fn search_level<G: GraphRead + ?Sized, S: Scorer + ?Sized>(
@@ -327,10 +328,17 @@ impl MappedGraph {
                 if let Some(&bad) = list.iter().find(|&&n| n as usize >= self.count) {
                     return Err(self.corrupt(format!("neighbour id {bad} out of range")));
                 }
+                for &nb in list {
+                    if self.level(nb)? < l {
+                        return Err(self.corrupt(format!(
+                            "node {node} lists node {nb} on level {l}, above that node's level"
+                        )));
+                    }
+                }
                 g.set_neighbours(node, l, list);
             }
         }
-        g.entry = self.entry()?.map(|(e, l)| (e, l));
+        g.entry = self.entry()?;
         Ok(g)
     }
 }
@@ -422,8 +430,8 @@ impl MemGraph {
             self.level0[at] = list.len() as u32;
             self.level0[at + 1..at + 1 + list.len()].copy_from_slice(list);
             self.level0[at + 1 + list.len()..at + 1 + self.m0].fill(0);
-        } else {
-            self.upper[node as usize][level - 1] = list.to_vec();
+        } else if let Some(slot) = self.upper[node as usize].get_mut(level - 1) {
+            *slot = list.to_vec();
         }
     }
 
@@ -477,7 +485,12 @@ impl MemGraph {
                 }
                 search_level(self, &scorer, &eps, ef_construction, l, None, &mut v, &bad)
             })?;
-            let chosen = select_diverse(&found, self.m, sim);
+            let at_level: Vec<(f32, u32)> = found
+                .iter()
+                .copied()
+                .filter(|&(_, n)| self.level(n) >= l)
+                .collect();
+            let chosen = select_diverse(&at_level, self.m, sim);
             self.set_neighbours(node, l, &chosen);
             for &nb in &chosen {
                 let mut list = self.list(nb, l).to_vec();
@@ -626,7 +639,7 @@ mod tests {
         }
         assert!(hits >= 49, "self-match found for {hits}/50");
         // An accept filter restricts results.
-        let even = |n: u32| n % 2 == 0;
+        let even = |n: u32| n.is_multiple_of(2);
         let found = knn(
             &mapped,
             &Rows(&data, data[3].clone()),
@@ -636,7 +649,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(found.len(), 10);
-        assert!(found.iter().all(|&(_, n)| n % 2 == 0));
+        assert!(found.iter().all(|&(_, n)| n.is_multiple_of(2)));
     }
 
     #[test]
