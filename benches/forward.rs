@@ -61,7 +61,7 @@ fn main() -> tailor::Result<()> {
         FASHIONAI.iter().map(|s| s.to_string()).collect(),
         vec![],
     );
-    let model = Model::init(cfg, 0, &dev)?;
+    let mut model = Model::init(cfg, 0, &dev)?;
     let attrs: Vec<usize> = (0..FASHIONAI.len()).collect();
     println!(
         "forward throughput: ResNet-50 ASEN, 224 px, fp32, eval, {} attributes; {} threads; \

@@ -108,8 +108,12 @@ fn parity_tailor_model_files() {
         } else {
             fixture(&format!("{arch}.safetensors"))
         };
-        let model = Model::load(&path, &Device::Cpu).unwrap();
+        let mut model = Model::load(&path, &Device::Cpu).unwrap();
         assert_eq!(model.config().arch, arch);
+        assert!(model.fast_inference());
+        check(&model, &format!("{arch}.expected.safetensors"));
+        // The plain candle trunk (what training uses, in eval mode) agrees too.
+        model.set_fast_inference(false).unwrap();
         check(&model, &format!("{arch}.expected.safetensors"));
     }
 }

@@ -70,19 +70,50 @@ enum Head {
     Csn(CsnHead),
 }
 
+/// The attribute-independent part of a head's work on one map, computed once and shared
+/// by every attribute.
+enum ImagePart {
+    Asen(Option<Tensor>),
+    AsenV2(Tensor),
+    AgMan(Tensor, Tensor),
+    Csn(Tensor),
+}
+
 impl Head {
+    fn image_part(&self, map: &Tensor, train: bool) -> candle_core::Result<ImagePart> {
+        Ok(match self {
+            Head::Asen(h) => ImagePart::Asen(h.image_part(map)?),
+            Head::AsenV2(h) => ImagePart::AsenV2(h.image_part(map, train)?),
+            Head::AgMan(h) => {
+                let (y, p) = h.image_part(map, train)?;
+                ImagePart::AgMan(y, p)
+            }
+            Head::Csn(h) => ImagePart::Csn(h.image_part(map)?),
+        })
+    }
+
+    fn attend(
+        &self,
+        map: &Tensor,
+        part: &ImagePart,
+        attrs: &Tensor,
+    ) -> candle_core::Result<HeadForward> {
+        match (self, part) {
+            (Head::Asen(h), ImagePart::Asen(p)) => h.attend(map, p.as_ref(), attrs),
+            (Head::AsenV2(h), ImagePart::AsenV2(p)) => h.attend(map, p, attrs),
+            (Head::AgMan(h), ImagePart::AgMan(y, p)) => h.attend(y, p, attrs),
+            (Head::Csn(h), ImagePart::Csn(e)) => h.attend(map, e, attrs),
+            _ => candle_core::bail!("internal: head and image part of different kinds"),
+        }
+    }
+
     fn forward_t(
         &self,
         map: &Tensor,
         attrs: &Tensor,
         train: bool,
     ) -> candle_core::Result<HeadForward> {
-        match self {
-            Head::Asen(h) => h.forward(map, attrs),
-            Head::AsenV2(h) => h.forward_t(map, attrs, train),
-            Head::AgMan(h) => h.forward_t(map, attrs, train),
-            Head::Csn(h) => h.forward(map, attrs),
-        }
+        self.attend(map, &self.image_part(map, train)?, attrs)
     }
 }
 
@@ -361,12 +392,15 @@ impl Model {
     /// Runs the heads for each attribute of `attrs` on an already computed trunk output.
     pub fn heads_forward(&self, out: &BackboneOutput, attrs: &[usize]) -> Result<Vec<HeadOutput>> {
         let b = out.map.dim(0)?;
+        for &a in attrs {
+            self.check_attr(a)?;
+        }
+        let part = self.head.image_part(&out.map, false)?;
         attrs
             .iter()
             .map(|&a| {
-                self.check_attr(a)?;
                 let ids = Tensor::full(a as u32, b, &self.device)?;
-                let h = self.head.forward_t(&out.map, &ids, false)?;
+                let h = self.head.attend(&out.map, &part, &ids)?;
                 Ok(HeadOutput {
                     embeddings: h.embeddings,
                     attention: h.attention,
