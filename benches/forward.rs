@@ -32,13 +32,29 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn rate(batch: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux; 0
+/// elsewhere). On a shared machine, images per CPU-second is steadier than wall-clock rates.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// (images per wall-clock second, images per CPU-second).
+fn rate(batch: usize, iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     f(); // warm-up
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     for _ in 0..iters {
         f();
     }
-    (batch * iters) as f64 / t0.elapsed().as_secs_f64()
+    let n = (batch * iters) as f64;
+    (
+        n / t0.elapsed().as_secs_f64(),
+        n / (cpu_seconds() - c0).max(1e-9),
+    )
 }
 
 fn main() -> tailor::Result<()> {
@@ -70,7 +86,7 @@ fn main() -> tailor::Result<()> {
         threads,
         cpu_name()
     );
-    let mut results: BTreeMap<(usize, &str, String), f64> = BTreeMap::new();
+    let mut results: BTreeMap<(usize, &str, String), (f64, f64)> = BTreeMap::new();
     for &b in &batches {
         let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), &dev)?;
         let backbone = rate(b, iters, || {
@@ -85,17 +101,30 @@ fn main() -> tailor::Result<()> {
                 model.forward_t(&x, &ids, false).expect("forward");
             }
         });
+        // The same trunk through candle's own conv2d/batch-norm ops (no folding).
+        model.set_fast_inference(false)?;
+        let candle_backbone = rate(b, iters, || {
+            model.backbone_forward(&x, false).expect("forward");
+        });
+        model.set_fast_inference(true)?;
+        println!(
+            "candle ops      batch {b:>3}  backbone       {:>7.2} images/s  {:>6.2} images/CPU-s",
+            candle_backbone.0, candle_backbone.1
+        );
         for (what, r) in [
             ("backbone", backbone),
             ("shared", shared),
             ("per_attribute", per_attr),
         ] {
-            println!("tailor          batch {b:>3}  {what:<14} {r:>7.2} images/s");
+            println!(
+                "tailor          batch {b:>3}  {what:<14} {:>7.2} images/s  {:>6.2} images/CPU-s",
+                r.0, r.1
+            );
             results.insert((b, what, "tailor".into()), r);
         }
         println!(
             "tailor          batch {b:>3}  shared / per-attribute = {:.2}x",
-            shared / per_attr
+            shared.0 / per_attr.0
         );
     }
     if let Ok(py) = std::env::var("TAILOR_BENCH_PYTHON") {
@@ -121,14 +150,17 @@ fn main() -> tailor::Result<()> {
                 v["batch"].as_u64().unwrap_or(0) as usize,
                 v["images_per_s"].as_f64().unwrap_or(0.0),
             );
+            let r_cpu = v["images_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
             let ours = results
                 .iter()
                 .find(|((bb, w, i), _)| *bb == b && *w == what && i == "tailor")
                 .map(|(_, r)| *r)
-                .unwrap_or(f64::NAN);
+                .unwrap_or((f64::NAN, f64::NAN));
             println!(
-                "{imp:<24} batch {b:>3}  {what:<14} {r:>7.2} images/s   tailor/this = {:.2}x  (torch {})",
-                ours / r,
+                "{imp:<24} batch {b:>3}  {what:<14} {r:>7.2} images/s  {r_cpu:>6.2} images/CPU-s   \
+                 tailor/this = {:.2}x wall, {:.2}x CPU  (torch {})",
+                ours.0 / r,
+                ours.1 / r_cpu,
                 v["torch"].as_str().unwrap_or("?")
             );
         }
