@@ -108,9 +108,52 @@ fn parity_tailor_model_files() {
         } else {
             fixture(&format!("{arch}.safetensors"))
         };
-        let model = Model::load(&path, &Device::Cpu).unwrap();
+        let mut model = Model::load(&path, &Device::Cpu).unwrap();
         assert_eq!(model.config().arch, arch);
+        assert!(model.fast_inference());
         check(&model, &format!("{arch}.expected.safetensors"));
+        // The plain candle trunk (what training uses, in eval mode) agrees too.
+        model.set_fast_inference(false).unwrap();
+        check(&model, &format!("{arch}.expected.safetensors"));
+    }
+}
+
+/// Train mode (batch statistics and the running-statistics update) against PyTorch's
+/// `model.train()` forward, through the `VarMap` path that training uses.
+#[test]
+fn parity_train_mode_forward_and_running_stats() {
+    let inputs = read(&fixture("inputs.safetensors"));
+    let images = &inputs["square"];
+    for arch in ["asen-v2", "ag-man"] {
+        let expected = read(&fixture(&format!("{arch}.expected.safetensors")));
+        let model = Model::load(&fixture(&format!("{arch}.safetensors")), &Device::Cpu).unwrap();
+        let varmap = candle_nn::VarMap::new();
+        let train = model.trainable(&varmap).unwrap();
+        let n = model.config().num_attributes();
+        let ids: Vec<u32> = (0..images.dim(0).unwrap())
+            .map(|i| (i % n) as u32)
+            .collect();
+        let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
+        let out = train.forward_t(images, &ids, true).unwrap();
+        let d = max_diff(&out.embeddings, &expected["train.emb"]);
+        assert!(d <= TOL, "{arch}: train-mode embeddings diff {d}");
+        let d = max_diff(&out.attention, &expected["train.att"]);
+        assert!(d <= TOL, "{arch}: train-mode attention diff {d}");
+        if let Some(want) = expected.get("train.logits") {
+            let d = max_diff(out.logits.as_ref().unwrap(), want);
+            assert!(d <= TOL, "{arch}: train-mode logits diff {d}");
+        }
+        let data = varmap.data().lock().unwrap();
+        for (key, want) in &expected {
+            if let Some(name) = key.strip_prefix("train.state.") {
+                let got = data
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{arch}: no var {name}"));
+                let d = max_diff(got.as_tensor(), want);
+                assert!(d <= TOL, "{arch}: {name} after one train step, diff {d}");
+            }
+        }
+        eprintln!("{arch}: train-mode forward and running statistics match");
     }
 }
 

@@ -328,6 +328,26 @@ def expected_outputs(model, inputs, n_attr):
     return out
 
 
+def train_step_outputs(model, images, n_attr):
+    """One train-mode forward (batch statistics, running-statistics update) with mixed
+    attributes; returns the embeddings and some updated running statistics. The model is
+    left untouched (a copy runs)."""
+    import copy
+
+    m = copy.deepcopy(model).train()
+    attrs = torch.arange(images.shape[0]) % n_attr
+    with torch.no_grad():
+        emb, att, logits = m(images, attrs)
+    state = m.flat_state()
+    out = {"train.emb": emb.contiguous(), "train.att": att.contiguous()}
+    for name in ("img_bn1.running_mean", "img_bn1.running_var",
+                 m.trunk_name + ".bn1.running_var", m.trunk_name + ".layer3.0.bn2.running_mean"):
+        out["train.state." + name] = state[name]
+    if logits is not None:
+        out["train.logits"] = logits.contiguous()
+    return out
+
+
 ARCHS = ["asen", "asen-v2", "ag-man", "csn", "triplet", "asen-no-asa", "asen-no-aca"]
 
 
@@ -365,8 +385,10 @@ def write_fixtures(root):
         if arch == "asen":
             with open(os.path.join(out_dir, "asen_authors.config.json"), "w") as f:
                 json.dump(cfg, f)
-        save_file(expected_outputs(model, inputs, n_attr),
-                  os.path.join(out_dir, "%s.expected.safetensors" % arch))
+        expected = expected_outputs(model, inputs, n_attr)
+        if arch in ("asen-v2", "ag-man"):
+            expected.update(train_step_outputs(model, inputs["square"], n_attr))
+        save_file(expected, os.path.join(out_dir, "%s.expected.safetensors" % arch))
         print("wrote", arch)
     write_preprocess_fixture(out_dir)
 

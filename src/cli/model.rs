@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -158,7 +158,7 @@ fn print_info(i: &Info, out: &Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn schema_from(path: &PathBuf) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+fn schema_from(path: &Path) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
     let cat = catalog::open(path)?;
     Ok((
         cat.schema.names(),

@@ -48,7 +48,7 @@ pub fn max_pool_3x3_s2(x: &Tensor, train: bool) -> Result<Tensor> {
     // Keep every other row and column: pad to even, fold pairs, take the first of each.
     let (b, c, h, w) = m.dims4()?;
     let m = m.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
-    m.reshape((b, c, (h + 1) / 2, 2, (w + 1) / 2, 2))?
+    m.reshape((b, c, h.div_ceil(2), 2, w.div_ceil(2), 2))?
         .narrow(3, 0, 1)?
         .narrow(5, 0, 1)?
         .reshape((b, c, ho, wo))

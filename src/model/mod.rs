@@ -8,6 +8,7 @@
 
 pub mod backbone;
 pub mod config;
+mod fast;
 pub mod heads;
 pub mod preprocess;
 pub mod weights;
@@ -69,19 +70,50 @@ enum Head {
     Csn(CsnHead),
 }
 
+/// The attribute-independent part of a head's work on one map, computed once and shared
+/// by every attribute.
+enum ImagePart {
+    Asen(Option<Tensor>),
+    AsenV2(Tensor),
+    AgMan(Tensor, Tensor),
+    Csn(Tensor),
+}
+
 impl Head {
+    fn image_part(&self, map: &Tensor, train: bool) -> candle_core::Result<ImagePart> {
+        Ok(match self {
+            Head::Asen(h) => ImagePart::Asen(h.image_part(map)?),
+            Head::AsenV2(h) => ImagePart::AsenV2(h.image_part(map, train)?),
+            Head::AgMan(h) => {
+                let (y, p) = h.image_part(map, train)?;
+                ImagePart::AgMan(y, p)
+            }
+            Head::Csn(h) => ImagePart::Csn(h.image_part(map)?),
+        })
+    }
+
+    fn attend(
+        &self,
+        map: &Tensor,
+        part: &ImagePart,
+        attrs: &Tensor,
+    ) -> candle_core::Result<HeadForward> {
+        match (self, part) {
+            (Head::Asen(h), ImagePart::Asen(p)) => h.attend(map, p.as_ref(), attrs),
+            (Head::AsenV2(h), ImagePart::AsenV2(p)) => h.attend(map, p, attrs),
+            (Head::AgMan(h), ImagePart::AgMan(y, p)) => h.attend(y, p, attrs),
+            (Head::Csn(h), ImagePart::Csn(e)) => h.attend(map, e, attrs),
+            _ => candle_core::bail!("internal: head and image part of different kinds"),
+        }
+    }
+
     fn forward_t(
         &self,
         map: &Tensor,
         attrs: &Tensor,
         train: bool,
     ) -> candle_core::Result<HeadForward> {
-        match self {
-            Head::Asen(h) => h.forward(map, attrs),
-            Head::AsenV2(h) => h.forward_t(map, attrs, train),
-            Head::AgMan(h) => h.forward_t(map, attrs, train),
-            Head::Csn(h) => h.forward(map, attrs),
-        }
+        self.attend(map, &self.image_part(map, train)?, attrs)
     }
 }
 
@@ -93,6 +125,9 @@ pub struct Model {
     head: Head,
     tensors: Record,
     device: Device,
+    /// Batch-norm-folded channels-last trunk for eval-mode CPU inference (absent for
+    /// trainable models, whose weights change).
+    fast: Option<fast::FastTrunk>,
 }
 
 fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet, Head)> {
@@ -115,7 +150,12 @@ fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet
 
 impl Model {
     /// Builds a model from any tensor source, recording the tensors it takes.
-    fn build(cfg: ModelConfig, inner: Box<dyn SimpleBackend>, device: &Device) -> Result<Model> {
+    fn build(
+        cfg: ModelConfig,
+        inner: Box<dyn SimpleBackend>,
+        device: &Device,
+        fold: bool,
+    ) -> Result<Model> {
         cfg.validate("model configuration")?;
         let record: Record = Arc::new(Mutex::new(BTreeMap::new()));
         let backend = Recording {
@@ -124,12 +164,18 @@ impl Model {
         };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
         let (backbone, head) = build_parts(&cfg, vb)?;
+        let fast = if fold && device.is_cpu() {
+            Some(fast::FastTrunk::fold(&backbone)?)
+        } else {
+            None
+        };
         Ok(Model {
             cfg,
             backbone,
             head,
             tensors: record,
             device: device.clone(),
+            fast,
         })
     }
 
@@ -166,7 +212,7 @@ impl Model {
             }
             _ => {}
         }
-        Model::build(cfg, Box::new(SeededInit { seed, overrides }), device)
+        Model::build(cfg, Box::new(SeededInit { seed, overrides }), device, true)
     }
 
     /// Builds a model for `cfg` from named tensors, reporting every missing, mis-shaped or
@@ -188,7 +234,7 @@ impl Model {
             problems: problems.clone(),
             used: used.clone(),
         };
-        let model = Model::build(cfg, Box::new(checked), device)?;
+        let model = Model::build(cfg, Box::new(checked), device, true)?;
         let mut problems = problems.lock().expect("lock").clone();
         let used: std::collections::HashSet<String> =
             used.lock().expect("lock").iter().cloned().collect();
@@ -240,7 +286,12 @@ impl Model {
     /// running statistics included, holding this model's values). `VarMap::save` or
     /// [`Model::save`] on the result persist the trained values.
     pub fn trainable(&self, varmap: &VarMap) -> Result<Model> {
-        let model = Model::build(self.cfg.clone(), Box::new(varmap.clone()), &self.device)?;
+        let model = Model::build(
+            self.cfg.clone(),
+            Box::new(varmap.clone()),
+            &self.device,
+            false,
+        )?;
         let src = self.tensors.lock().expect("lock");
         // VarMap shares its storage between clones; set_one only needs a handle.
         let mut handle = varmap.clone();
@@ -292,7 +343,37 @@ impl Model {
     /// Runs the trunk: the head's input map (and AG-MAN's logits).
     pub fn backbone_forward(&self, images: &Tensor, train: bool) -> Result<BackboneOutput> {
         self.check_images(images)?;
-        Ok(self.backbone.forward_t(images, train)?)
+        match &self.fast {
+            Some(fast) if !train => {
+                let multi = self.cfg.arch.multi_level();
+                let (x2, x3) = fast.forward(images, multi)?;
+                let x3 = x3.to_nchw(&self.device)?;
+                match x2 {
+                    Some(x2) => Ok(self.backbone.finish(x2.to_nchw(&self.device)?, x3, false)?),
+                    None => Ok(BackboneOutput {
+                        map: x3,
+                        logits: None,
+                    }),
+                }
+            }
+            _ => Ok(self.backbone.forward_t(images, train)?),
+        }
+    }
+
+    /// Whether eval-mode forwards use the folded channels-last trunk (CPU models built for
+    /// inference). [`Model::set_fast_inference`] turns it off, e.g. to compare.
+    pub fn fast_inference(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk.
+    pub fn set_fast_inference(&mut self, on: bool) -> Result<()> {
+        self.fast = if on && self.device.is_cpu() {
+            Some(fast::FastTrunk::fold(&self.backbone)?)
+        } else {
+            None
+        };
+        Ok(())
     }
 
     /// Training-mode (or mixed-attribute) forward: image i embedded for attribute
@@ -311,12 +392,15 @@ impl Model {
     /// Runs the heads for each attribute of `attrs` on an already computed trunk output.
     pub fn heads_forward(&self, out: &BackboneOutput, attrs: &[usize]) -> Result<Vec<HeadOutput>> {
         let b = out.map.dim(0)?;
+        for &a in attrs {
+            self.check_attr(a)?;
+        }
+        let part = self.head.image_part(&out.map, false)?;
         attrs
             .iter()
             .map(|&a| {
-                self.check_attr(a)?;
                 let ids = Tensor::full(a as u32, b, &self.device)?;
-                let h = self.head.forward_t(&out.map, &ids, false)?;
+                let h = self.head.attend(&out.map, &part, &ids)?;
                 Ok(HeadOutput {
                     embeddings: h.embeddings,
                     attention: h.attention,

@@ -8,7 +8,7 @@ use candle_nn::{
     Embedding, Init, Linear, VarBuilder,
 };
 
-use super::{l2n, softmax_hw, swish, HeadForward};
+use super::{conv1x1, l2n, softmax_hw, swish, HeadForward};
 
 pub struct AgManHead {
     hidden: usize,
@@ -64,11 +64,22 @@ impl AgManHead {
         m
     }
 
-    pub fn forward_t(&self, f: &Tensor, attrs: &Tensor, train: bool) -> Result<HeadForward> {
-        let (b, _, h, w) = f.dims4()?;
-        let e = self.attr_embedding.forward(attrs)?;
-        let y = self.conv1.forward(&f.broadcast_mul(&self.w)?)?;
+    /// The attribute-independent part: `y = conv1(w * f)` and `tanh(img_bn1(y))`.
+    pub fn image_part(&self, f: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let y = conv1x1(&f.broadcast_mul(&self.w)?, &self.conv1)?;
         let p_img = self.img_bn1.forward_t(&y, train)?.tanh()?;
+        Ok((y, p_img))
+    }
+
+    pub fn forward_t(&self, f: &Tensor, attrs: &Tensor, train: bool) -> Result<HeadForward> {
+        let (y, p_img) = self.image_part(f, train)?;
+        self.attend(&y, &p_img, attrs)
+    }
+
+    /// `y` and `p_img` from [`AgManHead::image_part`].
+    pub fn attend(&self, y: &Tensor, p_img: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
+        let (b, _, h, w) = y.dims4()?;
+        let e = self.attr_embedding.forward(attrs)?;
         let a1 = swish(&self.attr_transform1.forward(&e)?)?;
         let logits = (p_img
             .broadcast_mul(&a1.reshape((b, self.hidden, 1, 1))?)?

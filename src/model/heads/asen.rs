@@ -2,9 +2,10 @@
 //! pooling) and without ACA (no channel gate).
 
 use candle_core::{Module, Result, Tensor};
+
 use candle_nn::{conv2d, linear, linear_no_bias, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
-use super::{l2n, one_hot, softmax_hw, uniform_attention, weighted_pool, HeadForward};
+use super::{conv1x1, l2n, one_hot, softmax_hw, uniform_attention, weighted_pool, HeadForward};
 
 /// Attribute-aware spatial attention.
 struct Asa {
@@ -63,19 +64,35 @@ impl AsenHead {
         })
     }
 
+    /// The attribute-independent part, `tanh(conv1(x))`, shared by every attribute.
+    pub fn image_part(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match &self.asa {
+            Some(asa) => Ok(Some(conv1x1(x, &asa.conv1)?.tanh()?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
+        self.attend(x, self.image_part(x)?.as_ref(), attrs)
+    }
+
+    pub fn attend(
+        &self,
+        x: &Tensor,
+        p_img: Option<&Tensor>,
+        attrs: &Tensor,
+    ) -> Result<HeadForward> {
         let (b, _, h, w) = x.dims4()?;
         let onehot = one_hot(attrs, self.n, x)?;
-        let (v, attention) = match &self.asa {
-            Some(asa) => {
-                let p_img = asa.conv1.forward(x)?.tanh()?;
+        let (v, attention) = match (&self.asa, p_img) {
+            (Some(asa), Some(p_img)) => {
                 let p_att = asa.mask_fc1.forward(&onehot)?.tanh()?;
                 let (_, hid, _, _) = p_img.dims4()?;
                 let joint = p_img.broadcast_mul(&p_att.reshape((b, hid, 1, 1))?)?;
-                let alpha = softmax_hw(&asa.conv2.forward(&joint)?.tanh()?)?;
+                let alpha = softmax_hw(&conv1x1(&joint, &asa.conv2)?.tanh()?)?;
                 (weighted_pool(x, &alpha)?, alpha.reshape((b, h, w))?)
             }
-            None => (
+            _ => (
                 x.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)?,
                 uniform_attention(x)?,
             ),

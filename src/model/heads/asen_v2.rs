@@ -7,7 +7,7 @@ use candle_nn::{
     VarBuilder,
 };
 
-use super::{l2n, softmax_hw, weighted_pool, HeadForward};
+use super::{conv1x1, l2n, softmax_hw, weighted_pool, HeadForward};
 
 pub struct AsenV2Head {
     hidden: usize,
@@ -34,13 +34,20 @@ impl AsenV2Head {
         })
     }
 
+    /// The attribute-independent part, `tanh(img_bn1(conv1(x)))`.
+    pub fn image_part(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.img_bn1
+            .forward_t(&conv1x1(x, &self.conv1)?, train)?
+            .tanh()
+    }
+
     pub fn forward_t(&self, x: &Tensor, attrs: &Tensor, train: bool) -> Result<HeadForward> {
+        self.attend(x, &self.image_part(x, train)?, attrs)
+    }
+
+    pub fn attend(&self, x: &Tensor, p_img: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
         let (b, _, h, w) = x.dims4()?;
         let e = self.attr_embedding.forward(attrs)?;
-        let p_img = self
-            .img_bn1
-            .forward_t(&self.conv1.forward(x)?, train)?
-            .tanh()?;
         let a1 = self.attr_transform1.forward(&e)?.tanh()?;
         let logits = (p_img
             .broadcast_mul(&a1.reshape((b, self.hidden, 1, 1))?)?

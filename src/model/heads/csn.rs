@@ -25,12 +25,20 @@ impl CsnHead {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
+    /// The attribute-independent part: the general embedding before masking.
+    pub fn image_part(&self, x: &Tensor) -> Result<Tensor> {
         let pooled = x.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)?;
-        let e = self.embed_fc.forward(&pooled)?;
+        self.embed_fc.forward(&pooled)
+    }
+
+    pub fn forward(&self, x: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
+        self.attend(x, &self.image_part(x)?, attrs)
+    }
+
+    pub fn attend(&self, x: &Tensor, e: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
         let e = match &self.masks {
             Some(m) => (e * m.forward(attrs)?.relu()?)?,
-            None => e,
+            None => e.clone(),
         };
         Ok(HeadForward {
             embeddings: l2n(&e)?,

@@ -47,6 +47,22 @@ pub fn swish(t: &Tensor) -> Result<Tensor> {
     t * candle_nn::ops::sigmoid(t)?
 }
 
+/// A 1x1 convolution of `x [B, C, h, w]` as one batched matrix product (weight
+/// `[O, C, 1, 1]`), giving `[B, O, h, w]` without candle's per-call NCHW->NHWC repacking.
+pub fn conv1x1(x: &Tensor, conv: &candle_nn::Conv2d) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let o = conv.weight().dim(0)?;
+    let y = conv
+        .weight()
+        .reshape((o, c))?
+        .broadcast_matmul(&x.reshape((b, c, h * w))?)?;
+    let y = match conv.bias() {
+        Some(bias) => y.broadcast_add(&bias.reshape((o, 1))?)?,
+        None => y,
+    };
+    y.reshape((b, o, h, w))
+}
+
 /// One-hot rows `[B, n]` for attribute ids `[B]` (u32).
 pub fn one_hot(attrs: &Tensor, n: usize, like: &Tensor) -> Result<Tensor> {
     candle_nn::encoding::one_hot(attrs.clone(), n, 1f32, 0f32)?.to_dtype(like.dtype())
