@@ -3,6 +3,7 @@
 //! `--json` for programs). The library never prints.
 
 mod catalog;
+mod eval;
 mod synth;
 
 use std::io::Write;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Validate and describe catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Exact evaluation: MAP per attribute, triplet accuracy.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Output settings shared by every command.
@@ -66,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => synth::run(args, &out),
         Command::Catalog(cmd) => catalog::run(cmd, &out),
+        Command::Eval(cmd) => eval::run(cmd, &out),
     }
 }

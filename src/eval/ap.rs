@@ -11,7 +11,7 @@
 //! a bucket table over the relevant scores (a monotone map score -> bucket, then a short
 //! scan inside one bucket), so the cost is `O(C + R log R)` per query instead of
 //! `O(C log C)`. The 1-based rank of the `j`-th relevant candidate (0-based `j`, ranking
-//! order) is then `j + 1 + #{x : a(x) <= j}`.
+//! order) is then `#{x : a(x) <= j}` over all candidates (a relevant one has `a = j`).
 
 use std::cmp::Ordering;
 
@@ -20,7 +20,7 @@ use std::cmp::Ordering;
 pub struct RankScratch {
     relevant: Vec<(f32, u32)>,
     bucket_start: Vec<u32>,
-    before: Vec<u32>,
+    counts: Vec<u32>,
     ranks: Vec<u32>,
 }
 
@@ -37,6 +37,10 @@ fn ranks_before(score_a: f32, pos_a: u32, score_b: f32, pos_b: u32) -> bool {
     score_a > score_b || (score_a == score_b && pos_a < pos_b)
 }
 
+/// Histograms updated round-robin, so that runs of equal counts (every candidate below
+/// the last relevant one) do not serialise on one memory cell.
+const LANES: usize = 4;
+
 /// The 1-based ranks, ascending, of the candidates whose label equals `value`, when the
 /// candidates are ranked by `scores` under the tie rule of this module.
 ///
@@ -49,22 +53,21 @@ pub fn relevant_ranks<'s>(
     scratch: &'s mut RankScratch,
 ) -> Result<&'s [u32], RankError> {
     debug_assert_eq!(scores.len(), labels.len());
+    assert!(scores.len() < u32::MAX as usize, "too many candidates");
     let RankScratch {
         relevant,
         bucket_start,
-        before,
+        counts,
         ranks,
     } = scratch;
     relevant.clear();
     ranks.clear();
-    let mut any_nan = false;
-    for (i, (&s, &l)) in scores.iter().zip(labels).enumerate() {
-        any_nan |= s.is_nan();
+    for (i, &l) in labels.iter().enumerate() {
         if l == value {
-            relevant.push((s, i as u32));
+            relevant.push((scores[i], i as u32));
         }
     }
-    if any_nan {
+    if scores.iter().fold(false, |nan, s| nan | s.is_nan()) {
         let pos = scores.iter().position(|s| s.is_nan()).unwrap_or(0);
         return Err(RankError::NanScore(pos));
     }
@@ -79,21 +82,24 @@ pub fn relevant_ranks<'s>(
     });
     let hi = relevant[0].0;
     let lo = relevant[r - 1].0;
+    // Sentinel: nothing ranks after it, so scans stop at index r without a bounds test.
+    relevant.push((f32::NEG_INFINITY, u32::MAX));
 
-    // Bucket key: monotone non-decreasing in the score, so a relevant candidate in a
-    // higher bucket always scores strictly more than a candidate in a lower one.
-    let buckets = (2 * r).next_power_of_two().clamp(16, 1 << 16);
+    // Bucket key: monotone non-decreasing in the score (clamped at both ends), so a
+    // relevant candidate in a higher bucket always scores strictly more than a candidate
+    // in a lower one. About 8 buckets per relevant candidate keeps scans short.
+    let buckets = (8 * r).next_power_of_two().clamp(64, 1 << 16);
     let mut scale = buckets as f32 / (hi - lo);
     if !scale.is_finite() {
         scale = 0.0;
     }
     let last = buckets - 1;
     let key = |s: f32| (((s - lo) * scale) as usize).min(last);
-    // bucket_start[b] = number of relevant candidates in buckets above b = index (in
-    // ranking order) of the first relevant candidate whose bucket is <= b.
+    // bucket_start[b] = relevant candidates in buckets above b = index (ranking order) of
+    // the first relevant candidate whose bucket is <= b.
     bucket_start.clear();
-    bucket_start.resize(buckets + 1, 0);
-    for &(s, _) in relevant.iter() {
+    bucket_start.resize(buckets, 0);
+    for &(s, _) in &relevant[..r] {
         bucket_start[key(s)] += 1;
     }
     let mut above = 0u32;
@@ -103,32 +109,24 @@ pub fn relevant_ranks<'s>(
         above += here;
     }
 
-    // before[a] = non-relevant candidates with exactly `a` relevant candidates ranked
-    // before them; a == r (ranked after every relevant one) is never needed.
-    before.clear();
-    before.resize(r, 0);
-    let mut top = 0u32;
-    for (i, (&s, &l)) in scores.iter().zip(labels).enumerate() {
-        if l == value || s < lo {
-            continue;
-        }
-        if s > hi {
-            top += 1;
-            continue;
-        }
-        let mut a = bucket_start[key(s)] as usize;
+    // For every candidate x (relevant ones included), a(x) = relevant candidates ranked
+    // strictly before x; counts[a] += 1. A relevant candidate j has a = j, so the rank of
+    // relevant j is the number of candidates with a(x) <= j.
+    counts.clear();
+    counts.resize(LANES * (r + 1), 0);
+    let (relevant, bucket_start) = (&relevant[..], &bucket_start[..]);
+    for (i, &s) in scores.iter().enumerate() {
         let pos = i as u32;
-        while a < r && ranks_before(relevant[a].0, relevant[a].1, s, pos) {
+        let mut a = bucket_start[key(s)] as usize;
+        while ranks_before(relevant[a].0, relevant[a].1, s, pos) {
             a += 1;
         }
-        if a < r {
-            before[a] += 1;
-        }
+        counts[(i % LANES) * (r + 1) + a] += 1;
     }
-    let mut nonrelevant_before = top;
-    for (j, &n) in before.iter().enumerate() {
-        nonrelevant_before += n;
-        ranks.push(j as u32 + 1 + nonrelevant_before);
+    let mut at_or_before = 0u32;
+    for j in 0..r {
+        at_or_before += (0..LANES).map(|l| counts[l * (r + 1) + j]).sum::<u32>();
+        ranks.push(at_or_before);
     }
     Ok(ranks)
 }
@@ -144,7 +142,7 @@ pub fn average_precision(ranks: &[u32]) -> f64 {
         .enumerate()
         .map(|(j, &rank)| (j + 1) as f64 / rank as f64)
         .sum();
-    sum / ranks.len() as f64
+    sum / ranks.len() as f64 + 0.0
 }
 
 /// The exact expected AP of a uniformly random ranking of `n` candidates of which `r`
@@ -152,7 +150,10 @@ pub fn average_precision(ranks: &[u32]) -> f64 {
 /// number), 0 when `r == 0`. Derivation: `AP = (1/R) sum_k rel_k prec_k`, and over a
 /// random permutation `E[rel_k * hits_k] = R/n + (k-1) R (R-1) / (n (n-1))`.
 pub fn expected_random_ap(n: usize, r: usize) -> f64 {
-    assert!(r <= n, "more relevant candidates ({r}) than candidates ({n})");
+    assert!(
+        r <= n,
+        "more relevant candidates ({r}) than candidates ({n})"
+    );
     if r == 0 {
         return 0.0;
     }
@@ -189,9 +190,9 @@ pub fn expected_random_ap_with(h_n: f64, n: usize, r: usize) -> f64 {
 pub fn top1(scores: &[f32]) -> Option<usize> {
     let mut best: Option<(f32, usize)> = None;
     for (i, &s) in scores.iter().enumerate() {
-        match best {
-            Some((b, _)) if !(s > b) => {}
-            _ => best = Some((s, i)),
+        // Strictly greater: the earliest of equal scores stays.
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, i));
         }
     }
     best.map(|(_, i)| i)
@@ -301,7 +302,11 @@ pub(crate) mod tests {
             let n = rng.gen_range(1..300);
             let values = rng.gen_range(1..6);
             // Coarse scores make many ties; some cases use continuous scores.
-            let levels = if case % 3 == 0 { 1_000_000 } else { rng.gen_range(1..8) };
+            let levels = if case % 3 == 0 {
+                1_000_000
+            } else {
+                rng.gen_range(1..8)
+            };
             let scores: Vec<f32> = (0..n)
                 .map(|_| rng.gen_range(0..levels) as f32 / levels as f32 - 0.5)
                 .collect();
@@ -325,10 +330,16 @@ pub(crate) mod tests {
         let b = f32::from_bits(a.to_bits() + 1);
         let scores = [a, b, a, b, 0.5, 2.0];
         let labels = [1, 1, 0, 0, 0, 0];
-        assert_eq!(ranks(&scores, &labels, 1), reference_ranks(&scores, &labels, 1));
+        assert_eq!(
+            ranks(&scores, &labels, 1),
+            reference_ranks(&scores, &labels, 1)
+        );
         let scores = [f32::MAX, -f32::MAX, 0.0, f32::MAX, -f32::MAX];
         let labels = [1, 1, 0, 0, 0];
-        assert_eq!(ranks(&scores, &labels, 1), reference_ranks(&scores, &labels, 1));
+        assert_eq!(
+            ranks(&scores, &labels, 1),
+            reference_ranks(&scores, &labels, 1)
+        );
     }
 
     #[test]
@@ -370,7 +381,10 @@ pub(crate) mod tests {
             for r in 0..=n {
                 let exact = expected_random_ap(n, r);
                 let brute = brute_force_random_ap(n, r);
-                assert!((exact - brute).abs() < 1e-12, "n={n} r={r}: {exact} vs {brute}");
+                assert!(
+                    (exact - brute).abs() < 1e-12,
+                    "n={n} r={r}: {exact} vs {brute}"
+                );
                 let memo = expected_random_ap_with(harmonic(n), n, r);
                 assert!((exact - memo).abs() < 1e-15);
             }

@@ -22,6 +22,8 @@ pub const NR: usize = 32;
 /// Bytes of packed candidates processed against all query panels before moving on;
 /// sized to stay in a 1-2 MiB L2 beside the query panels.
 const CHUNK_BYTES: usize = 768 * 1024;
+/// Dimensions per micro-kernel pass: keeps a query micro-panel in L1.
+const DEFAULT_KC: usize = 256;
 
 /// f32 storage aligned to 64 bytes, so that packed panels never straddle cache lines.
 #[derive(Debug, Default)]
@@ -73,11 +75,7 @@ impl PackedCandidates {
                 .zip(rows.par_chunks(NR))
                 .for_each(|(panel, rows)| pack_panel(matrix, dim, rows, NR, panel));
         }
-        PackedCandidates {
-            dim,
-            count,
-            panels,
-        }
+        PackedCandidates { dim, count, panels }
     }
     pub fn count(&self) -> usize {
         self.count
@@ -104,18 +102,59 @@ pub fn pack_queries(matrix: &[f32], dim: usize, rows: &[usize], buf: &mut Aligne
     if panel_len == 0 {
         return;
     }
-    for (panel, rows) in buf.as_mut_slice().chunks_mut(panel_len).zip(rows.chunks(MR)) {
+    for (panel, rows) in buf
+        .as_mut_slice()
+        .chunks_mut(panel_len)
+        .zip(rows.chunks(MR))
+    {
         pack_panel(matrix, dim, rows, MR, panel);
     }
 }
 
 type Tile = [[f32; NR]; MR];
-type MicroKernel = unsafe fn(*const f32, *const f32, usize, &mut Tile);
+/// `(query panel, candidate panel, steps, tile, accumulate)`: the tile of products over
+/// `steps` dimensions, added to the tile's contents when `accumulate`.
+type MicroKernel = unsafe fn(*const f32, *const f32, usize, &mut Tile, bool);
 
 /// Scores `queries` (packed by [`pack_queries`], `nq` rows) against every candidate into
 /// `out` (`nq x candidates.count()`, row-major). Single-threaded: callers parallelise
 /// over query blocks.
-pub fn score_block(queries: &AlignedBuf, nq: usize, candidates: &PackedCandidates, out: &mut [f32]) {
+pub fn score_block(
+    queries: &AlignedBuf,
+    nq: usize,
+    candidates: &PackedCandidates,
+    out: &mut [f32],
+) {
+    score_block_with(queries, nq, candidates, out, Blocking::default());
+}
+
+/// Cache blocking of [`score_block_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Dimensions per micro-kernel pass (a query micro-panel of `MR x kc` stays in L1).
+    pub kc: usize,
+    /// Bytes of candidate panels (`kc` dimensions each) kept in L2 while every query
+    /// panel of the block passes.
+    pub chunk_bytes: usize,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking {
+            kc: DEFAULT_KC,
+            chunk_bytes: CHUNK_BYTES,
+        }
+    }
+}
+
+/// [`score_block`] with explicit cache blocking (for tuning).
+pub fn score_block_with(
+    queries: &AlignedBuf,
+    nq: usize,
+    candidates: &PackedCandidates,
+    out: &mut [f32],
+    blocking: Blocking,
+) {
     let dim = candidates.dim;
     let n = candidates.count;
     assert_eq!(out.len(), nq * n, "score buffer has the wrong size");
@@ -128,26 +167,38 @@ pub fn score_block(queries: &AlignedBuf, nq: usize, candidates: &PackedCandidate
         return;
     }
     let kernel = select_kernel();
+    let kc = blocking.kc.clamp(1, dim);
     let q_panels = queries.as_slice();
     let c_panels = candidates.panels.as_slice();
-    let chunk_panels = (CHUNK_BYTES / (dim * NR * 4)).max(1);
+    let chunk_panels = (blocking.chunk_bytes / (kc * NR * 4)).max(1);
     let n_panels = n.div_ceil(NR);
     let mut tile: Tile = [[0.0; NR]; MR];
     for chunk_start in (0..n_panels).step_by(chunk_panels) {
         let chunk_end = (chunk_start + chunk_panels).min(n_panels);
-        for (qp, q_panel) in q_panels.chunks_exact(dim * MR).enumerate() {
-            let q0 = qp * MR;
-            let rows = MR.min(nq - q0);
-            for cp in chunk_start..chunk_end {
-                let c_panel = &c_panels[cp * dim * NR..(cp + 1) * dim * NR];
-                // SAFETY: both panels hold `dim` steps of MR / NR floats (checked by the
-                // slice bounds above), and `kernel` was chosen for this CPU.
-                unsafe { kernel(q_panel.as_ptr(), c_panel.as_ptr(), dim, &mut tile) };
-                let c0 = cp * NR;
-                let cols = NR.min(n - c0);
-                for (i, tile_row) in tile.iter().enumerate().take(rows) {
-                    let start = (q0 + i) * n + c0;
-                    out[start..start + cols].copy_from_slice(&tile_row[..cols]);
+        for k0 in (0..dim).step_by(kc) {
+            let steps = kc.min(dim - k0);
+            for (qp, q_panel) in q_panels.chunks_exact(dim * MR).enumerate() {
+                let q0 = qp * MR;
+                let rows = MR.min(nq - q0);
+                let q_part = &q_panel[k0 * MR..(k0 + steps) * MR];
+                for cp in chunk_start..chunk_end {
+                    let c_panel = &c_panels[cp * dim * NR..(cp + 1) * dim * NR];
+                    let c_part = &c_panel[k0 * NR..(k0 + steps) * NR];
+                    let c0 = cp * NR;
+                    let cols = NR.min(n - c0);
+                    if k0 > 0 {
+                        for (i, tile_row) in tile.iter_mut().enumerate().take(rows) {
+                            let start = (q0 + i) * n + c0;
+                            tile_row[..cols].copy_from_slice(&out[start..start + cols]);
+                        }
+                    }
+                    // SAFETY: both parts hold `steps` steps of MR / NR floats (checked by
+                    // the slice bounds above), and `kernel` was chosen for this CPU.
+                    unsafe { kernel(q_part.as_ptr(), c_part.as_ptr(), steps, &mut tile, k0 > 0) };
+                    for (i, tile_row) in tile.iter().enumerate().take(rows) {
+                        let start = (q0 + i) * n + c0;
+                        out[start..start + cols].copy_from_slice(&tile_row[..cols]);
+                    }
                 }
             }
         }
@@ -170,8 +221,14 @@ fn select_kernel() -> MicroKernel {
 
 /// The portable micro-kernel, written so that the compiler vectorises the `NR` lanes.
 #[inline(always)]
-unsafe fn kernel_body<const FUSED: bool>(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
-    let mut acc: Tile = [[0.0; NR]; MR];
+unsafe fn kernel_body<const FUSED: bool>(
+    q: *const f32,
+    c: *const f32,
+    dim: usize,
+    tile: &mut Tile,
+    accumulate: bool,
+) {
+    let mut acc: Tile = if accumulate { *tile } else { [[0.0; NR]; MR] };
     for p in 0..dim {
         // SAFETY: the caller passes panels of `dim` steps.
         let cv = unsafe { &*(c.add(p * NR) as *const [f32; NR]) };
@@ -189,22 +246,22 @@ unsafe fn kernel_body<const FUSED: bool>(q: *const f32, c: *const f32, dim: usiz
     *tile = acc;
 }
 
-unsafe fn kernel_portable(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+unsafe fn kernel_portable(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile, acc: bool) {
     // SAFETY: forwarded contract.
-    unsafe { kernel_body::<false>(q, c, dim, tile) }
+    unsafe { kernel_body::<false>(q, c, dim, tile, acc) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile, acc: bool) {
     // SAFETY: forwarded contract; the CPU has AVX2 and FMA (checked by select_kernel).
-    unsafe { kernel_body::<true>(q, c, dim, tile) }
+    unsafe { kernel_body::<true>(q, c, dim, tile, acc) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile, acc: bool) {
     // SAFETY: forwarded contract.
-    unsafe { kernel_body::<true>(q, c, dim, tile) }
+    unsafe { kernel_body::<true>(q, c, dim, tile, acc) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -215,8 +272,23 @@ mod avx512 {
     /// 12 x 32 tile in 24 zmm accumulators; per step two candidate loads and twelve
     /// broadcast query values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+    pub(super) unsafe fn kernel(
+        q: *const f32,
+        c: *const f32,
+        dim: usize,
+        tile: &mut Tile,
+        accumulate: bool,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        if accumulate {
+            for (a, row) in acc.iter_mut().zip(tile.iter()) {
+                // SAFETY: each tile row holds NR = 32 floats.
+                unsafe {
+                    a[0] = _mm512_loadu_ps(row.as_ptr());
+                    a[1] = _mm512_loadu_ps(row.as_ptr().add(16));
+                }
+            }
+        }
         for p in 0..dim {
             // SAFETY: the caller passes panels of `dim` steps of NR / MR floats.
             unsafe {
@@ -242,7 +314,8 @@ mod avx512 {
 
 /// Every kernel this CPU can run, by name (for tests and benches).
 pub fn available_kernels() -> Vec<(&'static str, MicroKernelFn)> {
-    let mut v: Vec<(&'static str, MicroKernelFn)> = vec![("portable", MicroKernelFn(kernel_portable))];
+    let mut v: Vec<(&'static str, MicroKernelFn)> =
+        vec![("portable", MicroKernelFn(kernel_portable))];
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -266,7 +339,7 @@ impl MicroKernelFn {
         assert!(q_panel.len() >= dim * MR && c_panel.len() >= dim * NR);
         let mut tile = [[0.0; NR]; MR];
         // SAFETY: lengths checked above; the kernel was detected for this CPU.
-        unsafe { (self.0)(q_panel.as_ptr(), c_panel.as_ptr(), dim, &mut tile) };
+        unsafe { (self.0)(q_panel.as_ptr(), c_panel.as_ptr(), dim, &mut tile, false) };
         tile
     }
 }
@@ -307,7 +380,13 @@ mod tests {
     #[test]
     fn blocked_scores_match_naive_products() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for &(dim, rows, nq, nc) in &[(7, 90, 13, 70), (64, 300, 25, 257), (1, 5, 1, 1), (33, 40, 12, 32)] {
+        for &(dim, rows, nq, nc) in &[
+            (7, 90, 13, 70),
+            (64, 300, 25, 257),
+            (1, 5, 1, 1),
+            (33, 40, 12, 32),
+            (600, 60, 14, 40),
+        ] {
             let matrix: Vec<f32> = (0..rows * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let q: Vec<usize> = (0..nq).map(|_| rng.gen_range(0..rows)).collect();
             let c: Vec<usize> = (0..nc).map(|_| rng.gen_range(0..rows)).collect();
@@ -315,9 +394,26 @@ mod tests {
             let mut qbuf = AlignedBuf::default();
             pack_queries(&matrix, dim, &q, &mut qbuf);
             let mut out = vec![f32::NAN; nq * nc];
-            score_block(&qbuf, nq, &packed, &mut out);
-            for (got, want) in out.iter().zip(naive(&matrix, dim, &q, &c)) {
-                assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+            let want = naive(&matrix, dim, &q, &c);
+            for blocking in [
+                Blocking::default(),
+                Blocking {
+                    kc: 7,
+                    chunk_bytes: 1,
+                },
+                Blocking {
+                    kc: 1000,
+                    chunk_bytes: 1 << 30,
+                },
+            ] {
+                out.fill(f32::NAN);
+                score_block_with(&qbuf, nq, &packed, &mut out, blocking);
+                for (got, want) in out.iter().zip(&want) {
+                    assert!(
+                        (*got as f64 - want).abs() < 1e-4,
+                        "{blocking:?}: {got} vs {want}"
+                    );
+                }
             }
         }
     }

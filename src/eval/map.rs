@@ -20,8 +20,8 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::ap::{self, RankScratch};
-use super::metrics::{self, Confusion};
 use super::kernel::{pack_queries, score_block, AlignedBuf, PackedCandidates};
+use super::metrics::{self, Confusion};
 use super::report::{AnnAttribute, AttributeMap, MapReport, ValueBreakdown};
 use super::{AttributeSet, NeighbourSearch, VectorSource};
 use crate::error::{Error, Result};
@@ -76,7 +76,9 @@ pub fn evaluate_map(
     let progress = Progress::new("eval map", total_queries as u64, options.progress);
     let mut attributes = Vec::with_capacity(sets.len());
     for set in sets {
-        attributes.push(evaluate_attribute(source, set, searcher, options, &progress)?);
+        attributes.push(evaluate_attribute(
+            source, set, searcher, options, &progress,
+        )?);
     }
     progress.finish();
     Ok(MapReport::from_attributes(attributes, options.ks.clone()))
@@ -113,16 +115,24 @@ fn evaluate_attribute(
     let n = candidate_rows.len();
     let h_n = ap::harmonic(n);
     // Relevant counts per value, for the random baseline and the breakdown.
-    let n_values = set
-        .values
-        .len()
-        .max(labels.iter().chain(set.queries.iter().map(|q| &q.1)).map(|&v| v as usize + 1).max().unwrap_or(0));
+    let n_values = set.values.len().max(
+        labels
+            .iter()
+            .chain(set.queries.iter().map(|q| &q.1))
+            .map(|&v| v as usize + 1)
+            .max()
+            .unwrap_or(0),
+    );
     let mut per_value = vec![0u32; n_values];
     for &l in &labels {
         per_value[l as usize] += 1;
     }
     // Row -> candidate positions, for mapping approximate hits.
-    let mut by_row: Vec<(usize, u32)> = candidate_rows.iter().enumerate().map(|(p, &r)| (r, p as u32)).collect();
+    let mut by_row: Vec<(usize, u32)> = candidate_rows
+        .iter()
+        .enumerate()
+        .map(|(p, &r)| (r, p as u32))
+        .collect();
     by_row.sort_unstable();
 
     let block = options.query_block.max(1).div_ceil(super::kernel::MR) * super::kernel::MR;
@@ -130,7 +140,14 @@ fn evaluate_attribute(
     let results: Vec<Vec<QueryOutcome>> = blocks
         .par_iter()
         .map_init(
-            || (AlignedBuf::default(), Vec::<f32>::new(), RankScratch::default(), Vec::<f32>::new()),
+            || {
+                (
+                    AlignedBuf::default(),
+                    Vec::<f32>::new(),
+                    RankScratch::default(),
+                    Vec::<f32>::new(),
+                )
+            },
             |(qbuf, scores, scratch, ann_row), queries| -> Result<Vec<QueryOutcome>> {
                 let rows: Vec<usize> = queries.iter().map(|q| q.0).collect();
                 pack_queries(vectors, dim, &rows, qbuf);
@@ -167,7 +184,9 @@ fn evaluate_attribute(
                         ann_row.resize(n, f32::NEG_INFINITY);
                         for (hit_row, score) in hits {
                             let start = by_row.partition_point(|&(r, _)| r < hit_row);
-                            for &(_, pos) in by_row[start..].iter().take_while(|(r, _)| *r == hit_row) {
+                            for &(_, pos) in
+                                by_row[start..].iter().take_while(|(r, _)| *r == hit_row)
+                            {
                                 if ann_row[pos as usize] == f32::NEG_INFINITY {
                                     ann_row[pos as usize] = score;
                                 }
@@ -180,10 +199,13 @@ fn evaluate_attribute(
                         // Both top-k lists under the tie rule; unreturned candidates
                         // (minus infinity) never count as found.
                         let k = options.ann_k.min(n);
-                        let exact_top: HashSet<u32> = ap::top_k(row_scores, k).into_iter().collect();
+                        let exact_top: HashSet<u32> =
+                            ap::top_k(row_scores, k).into_iter().collect();
                         let found = ap::top_k(ann_row, k)
                             .into_iter()
-                            .filter(|p| ann_row[*p as usize] > f32::NEG_INFINITY && exact_top.contains(p))
+                            .filter(|p| {
+                                ann_row[*p as usize] > f32::NEG_INFINITY && exact_top.contains(p)
+                            })
                             .count();
                         let recall = if k == 0 { 1.0 } else { found as f64 / k as f64 };
                         outcome.ann = Some((ann_ap, recall));
@@ -196,7 +218,14 @@ fn evaluate_attribute(
         )
         .collect::<Result<_>>()?;
     let outcomes: Vec<QueryOutcome> = results.into_iter().flatten().collect();
-    Ok(summarise(set, n, &per_value, &outcomes, options, searcher.is_some()))
+    Ok(summarise(
+        set,
+        n,
+        &per_value,
+        &outcomes,
+        options,
+        searcher.is_some(),
+    ))
 }
 
 fn nan_error(set: &AttributeSet, row: usize, e: ap::RankError) -> Error {
@@ -212,7 +241,8 @@ fn mean(values: impl Iterator<Item = f64>, count: usize) -> f64 {
     if count == 0 {
         0.0
     } else {
-        values.sum::<f64>() / count as f64
+        // `+ 0.0`: an empty float sum is -0.0.
+        values.sum::<f64>() / count as f64 + 0.0
     }
 }
 
@@ -271,9 +301,24 @@ fn summarise(
         map: mean(outcomes.iter().map(|o| o.ap), q),
         random_map: mean(outcomes.iter().map(|o| o.random_ap), q),
         queries_without_relevant: outcomes.iter().filter(|o| o.relevant == 0).count(),
-        precision_at: options.ks.iter().enumerate().map(|(i, &k)| (k, at(i, 0))).collect(),
-        recall_at: options.ks.iter().enumerate().map(|(i, &k)| (k, at(i, 1))).collect(),
-        ndcg_at: options.ks.iter().enumerate().map(|(i, &k)| (k, at(i, 2))).collect(),
+        precision_at: options
+            .ks
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (k, at(i, 0)))
+            .collect(),
+        recall_at: options
+            .ks
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (k, at(i, 1)))
+            .collect(),
+        ndcg_at: options
+            .ks
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (k, at(i, 2)))
+            .collect(),
         values,
         ann,
     }
@@ -294,7 +339,9 @@ mod tests {
         let mut mats = Vec::new();
         let mut sets = Vec::new();
         for (a, values) in [(0usize, 3u16), (1, 5)] {
-            let data: Vec<f32> = (0..rows * dim).map(|_| rng.gen_range(-2..=2) as f32).collect();
+            let data: Vec<f32> = (0..rows * dim)
+                .map(|_| rng.gen_range(-2..=2) as f32)
+                .collect();
             mats.push((format!("attr{a}"), data));
             let nq = rng.gen_range(1..40);
             let nc = rng.gen_range(1..60);
@@ -302,7 +349,9 @@ mod tests {
                 name: format!("attr{a}"),
                 values: (0..values).map(|v| format!("v{v}")).collect(),
                 // Value `values - 1` never appears among candidates: no relevant candidate.
-                queries: (0..nq).map(|_| (rng.gen_range(0..rows), rng.gen_range(0..values))).collect(),
+                queries: (0..nq)
+                    .map(|_| (rng.gen_range(0..rows), rng.gen_range(0..values)))
+                    .collect(),
                 candidates: (0..nc)
                     .map(|_| (rng.gen_range(0..rows), rng.gen_range(0..values - 1)))
                     .collect(),
@@ -317,7 +366,12 @@ mod tests {
         let qv = &v[q * dim..(q + 1) * dim];
         set.candidates
             .iter()
-            .map(|&(c, _)| qv.iter().zip(&v[c * dim..(c + 1) * dim]).map(|(a, b)| a * b).sum())
+            .map(|&(c, _)| {
+                qv.iter()
+                    .zip(&v[c * dim..(c + 1) * dim])
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
             .collect()
     }
 
@@ -341,7 +395,11 @@ mod tests {
                     })
                     .collect();
                 let want = aps.iter().sum::<f64>() / aps.len() as f64;
-                assert!((attr.map - want).abs() < 1e-12, "seed {seed}: {} vs {want}", attr.map);
+                assert!(
+                    (attr.map - want).abs() < 1e-12,
+                    "seed {seed}: {} vs {want}",
+                    attr.map
+                );
                 let without = set
                     .queries
                     .iter()
@@ -365,7 +423,13 @@ mod tests {
             queries: vec![(0, 0), (0, 1)],
             candidates: vec![(1, 0), (2, 1), (3, 0)],
         };
-        let r = evaluate_map(&src, std::slice::from_ref(&set), None, &MapOptions::default()).unwrap();
+        let r = evaluate_map(
+            &src,
+            std::slice::from_ref(&set),
+            None,
+            &MapOptions::default(),
+        )
+        .unwrap();
         // Query x: ranking c0(x) c2(x) c1(y) -> AP 1; query y: rank 3 -> AP 1/3.
         assert!((r.map - (1.0 + 1.0 / 3.0) / 2.0).abs() < 1e-12);
         let a = &r.attributes[0];
@@ -437,7 +501,13 @@ mod tests {
             ann_k: 2,
             ..Default::default()
         };
-        let r = evaluate_map(&src, &[set.clone()], Some(&BruteForce(&src, 2)), &opts).unwrap();
+        let r = evaluate_map(
+            &src,
+            std::slice::from_ref(&set),
+            Some(&BruteForce(&src, 2)),
+            &opts,
+        )
+        .unwrap();
         let ann = r.attributes[0].ann.as_ref().unwrap();
         assert!((ann.map - (0.5 + 0.5) / 2.0).abs() < 1e-12);
         // Exact top-2 = candidates 0 and 1; the list held only candidate 0.
@@ -461,7 +531,13 @@ mod tests {
             queries: vec![(0, 0)],
             candidates: vec![(1, 0)],
         };
-        let err = evaluate_map(&src, &[set.clone()], None, &MapOptions::default()).unwrap_err();
+        let err = evaluate_map(
+            &src,
+            std::slice::from_ref(&set),
+            None,
+            &MapOptions::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("NaN"), "{err}");
         let past = AttributeSet {
             candidates: vec![(5, 0)],

@@ -40,7 +40,7 @@ pub fn ndcg_at(ranks: &[u32], k: usize) -> f64 {
         .iter()
         .map(|&r| 1.0 / ((r + 1) as f64).log2())
         .sum();
-    dcg / ideal
+    dcg / ideal + 0.0
 }
 
 /// Per value of an attribute: how often the best-ranked candidate of a query with that

@@ -90,7 +90,8 @@ impl MapReport {
             queries,
             ks,
             ann_map: with_ann.then(|| weighted(&|a| a.ann.as_ref().map_or(0.0, |x| x.map))),
-            ann_recall_at_k: with_ann.then(|| weighted(&|a| a.ann.as_ref().map_or(0.0, |x| x.recall_at_k))),
+            ann_recall_at_k: with_ann
+                .then(|| weighted(&|a| a.ann.as_ref().map_or(0.0, |x| x.recall_at_k))),
             attributes,
         }
     }
@@ -107,8 +108,10 @@ impl MapReport {
             r
         };
         let mut rows = vec![header, row("exact", &|a| a.map, self.map)];
-        if let (Some(m), Some(k)) = (self.ann_map, self.attributes.first().and_then(|a| a.ann.as_ref()))
-        {
+        if let (Some(m), Some(k)) = (
+            self.ann_map,
+            self.attributes.first().and_then(|a| a.ann.as_ref()),
+        ) {
             rows.push(row(
                 &format!("ann (k={})", k.k),
                 &|a| a.ann.as_ref().map_or(0.0, |x| x.map),
@@ -227,7 +230,8 @@ impl TripletReport {
 
 /// A fraction as a percentage with 2 decimals.
 pub fn pct(x: f64) -> String {
-    format!("{:.2}", 100.0 * x)
+    // `+ 0.0` turns -0.0 (an empty float sum) into 0.0.
+    format!("{:.2}", 100.0 * x + 0.0)
 }
 
 /// Left-aligned first column, right-aligned others.

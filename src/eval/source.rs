@@ -67,7 +67,11 @@ impl InMemoryVectors {
                 ids.len()
             )));
         }
-        self.rows = ids.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        self.rows = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
         Ok(self)
     }
 
@@ -155,7 +159,11 @@ pub fn read_ids(path: &Path) -> Result<Vec<String>> {
     for (i, line) in read_lines(path)?.iter().enumerate() {
         let id = line.trim();
         if id.is_empty() {
-            return Err(Error::parse(path, i + 1, "empty id (one id per line expected)"));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                "empty id (one id per line expected)",
+            ));
         }
         if let Some(first) = seen.insert(id.to_string(), i + 1) {
             return Err(Error::parse(
@@ -299,14 +307,22 @@ pub fn triplets_from_catalog(
     split: &str,
     source: &dyn VectorSource,
 ) -> Result<Vec<ConditionTriplets>> {
-    let lists: Vec<_> = catalog.triplets.iter().filter(|t| t.split == split).collect();
+    let lists: Vec<_> = catalog
+        .triplets
+        .iter()
+        .filter(|t| t.split == split)
+        .collect();
     if lists.is_empty() {
         let have: Vec<&str> = catalog.triplets.iter().map(|t| t.split.as_str()).collect();
         return Err(Error::invalid(
             &catalog.source,
             format!(
                 "no triplet lists for split {split:?} (has: {})",
-                if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
             ),
         ));
     }
@@ -330,14 +346,17 @@ pub fn triplets_from_catalog(
 
 /// Triplets from a file of `a b c condition` lines (item ids; `a` is closer to `c`),
 /// conditions in order of first appearance.
-pub fn triplets_from_file(path: &Path, source: &dyn VectorSource) -> Result<Vec<ConditionTriplets>> {
+pub fn triplets_from_file(
+    path: &Path,
+    source: &dyn VectorSource,
+) -> Result<Vec<ConditionTriplets>> {
     let mut out: Vec<ConditionTriplets> = Vec::new();
     for (line, f) in fields(path, 4, "a b c condition")? {
         let mut rows = [0usize; 3];
         for (slot, id) in rows.iter_mut().zip(&f[..3]) {
-            *slot = source
-                .row(id)
-                .ok_or_else(|| Error::parse(path, line, format!("item {id:?} has no vector row")))?;
+            *slot = source.row(id).ok_or_else(|| {
+                Error::parse(path, line, format!("item {id:?} has no vector row"))
+            })?;
         }
         match out.iter_mut().find(|c| c.name == f[3]) {
             Some(c) => c.triplets.push(rows),

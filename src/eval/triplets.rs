@@ -66,7 +66,11 @@ pub fn evaluate_triplets(
             triplets: n,
             correct,
             ties,
-            accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+            accuracy: if n == 0 {
+                0.0
+            } else {
+                correct as f64 / n as f64
+            },
         });
     }
     let triplets: usize = per_condition.iter().map(|c| c.triplets).sum();
@@ -91,8 +95,8 @@ mod tests {
     fn hand_computed_accuracy() {
         // Rows: 0 = (1, 0), 1 = (0, 1), 2 = (0.6, 0.8), 3 = (1, 0).
         let data = vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8, 1.0, 0.0];
-        let src = InMemoryVectors::new(2, vec![("x".into(), data.clone()), ("y".into(), data)])
-            .unwrap();
+        let src =
+            InMemoryVectors::new(2, vec![("x".into(), data.clone()), ("y".into(), data)]).unwrap();
         let conds = vec![
             ConditionTriplets {
                 name: "x".into(),
