@@ -97,6 +97,14 @@ fn main() {
         return;
     }
 
+    let mut opts = MapOptions::default();
+    if let Some(b) = std::env::var("TAILOR_BENCH_QUERY_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.query_block = b;
+    }
+
     // 1. The gemm crate (candle's CPU matmul) on the same products.
     let (t_gemm, _) = best_of(3, || {
         for set in &sets {
@@ -131,13 +139,18 @@ fn main() {
         }
     });
 
-    // 2. tailor's blocked products alone (packing included, no ranking).
+    // 2. tailor's blocked products alone (packing included, no ranking), same blocks.
     let (t_products, _) = best_of(3, || {
         for set in &sets {
             let v = source.vectors(&set.name).unwrap();
             let rows: Vec<usize> = set.candidates.iter().map(|c| c.0).collect();
             let packed = PackedCandidates::pack(v, DIM, &rows);
-            set.queries.par_chunks(96).for_each_init(
+            let block = tailor::eval::map::block_size(
+                set.queries.len(),
+                candidates,
+                &MapOptions::default(),
+            );
+            set.queries.par_chunks(block).for_each_init(
                 || (AlignedBuf::default(), Vec::new()),
                 |(qbuf, out), block| {
                     let qrows: Vec<usize> = block.iter().map(|q| q.0).collect();
@@ -151,7 +164,6 @@ fn main() {
     });
 
     // 3. Full exact evaluation: MAP, random baseline, P/R/nDCG@{1,10,50}, breakdown.
-    let opts = MapOptions::default();
     let (t_map, report) = best_of(3, || {
         evaluate_map(&source, &sets, None, &opts).expect("map")
     });

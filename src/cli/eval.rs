@@ -58,8 +58,9 @@ pub struct MapArgs {
     /// Print the per-value breakdown (MAP, top-1 accuracy, confusions) of each attribute.
     #[arg(long)]
     pub values: bool,
-    /// Queries scored per block (memory: threads x block x candidates floats).
-    #[arg(long, default_value_t = 96)]
+    /// Most queries scored per block (memory: threads x block x candidates floats,
+    /// capped at 64 MiB per thread).
+    #[arg(long, default_value_t = 192)]
     pub query_block: usize,
 }
 

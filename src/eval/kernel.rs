@@ -16,14 +16,14 @@
 use rayon::prelude::*;
 
 /// Query rows per micro-tile.
-pub const MR: usize = 12;
-/// Candidate rows per micro-tile (two AVX-512 vectors).
-pub const NR: usize = 32;
+pub const MR: usize = 8;
+/// Candidate rows per micro-tile (three AVX-512 vectors).
+pub const NR: usize = 48;
 /// Bytes of packed candidates processed against all query panels before moving on;
 /// sized to stay in a 1-2 MiB L2 beside the query panels.
 const CHUNK_BYTES: usize = 768 * 1024;
 /// Dimensions per micro-kernel pass: keeps a query micro-panel in L1.
-const DEFAULT_KC: usize = 256;
+const DEFAULT_KC: usize = 384;
 
 /// f32 storage aligned to 64 bytes, so that packed panels never straddle cache lines.
 #[derive(Debug, Default)]
@@ -269,8 +269,11 @@ mod avx512 {
     use super::{Tile, MR, NR};
     use std::arch::x86_64::*;
 
-    /// 12 x 32 tile in 24 zmm accumulators; per step two candidate loads and twelve
-    /// broadcast query values.
+    /// Vectors of 16 floats per tile row.
+    const NV: usize = NR / 16;
+
+    /// `MR x NR` tile in `MR * NV` zmm accumulators; per step `NV` candidate loads and
+    /// `MR` broadcast query values.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn kernel(
         q: *const f32,
@@ -279,34 +282,35 @@ mod avx512 {
         tile: &mut Tile,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         if accumulate {
             for (a, row) in acc.iter_mut().zip(tile.iter()) {
-                // SAFETY: each tile row holds NR = 32 floats.
-                unsafe {
-                    a[0] = _mm512_loadu_ps(row.as_ptr());
-                    a[1] = _mm512_loadu_ps(row.as_ptr().add(16));
+                for (v, x) in a.iter_mut().enumerate() {
+                    // SAFETY: each tile row holds NR = 16 * NV floats.
+                    *x = unsafe { _mm512_loadu_ps(row.as_ptr().add(16 * v)) };
                 }
             }
         }
         for p in 0..dim {
             // SAFETY: the caller passes panels of `dim` steps of NR / MR floats.
             unsafe {
-                let c0 = _mm512_loadu_ps(c.add(p * NR));
-                let c1 = _mm512_loadu_ps(c.add(p * NR + 16));
+                let mut cv = [_mm512_setzero_ps(); NV];
+                for (v, x) in cv.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(c.add(p * NR + 16 * v));
+                }
                 let qp = q.add(p * MR);
                 for (i, a) in acc.iter_mut().enumerate() {
                     let qi = _mm512_set1_ps(*qp.add(i));
-                    a[0] = _mm512_fmadd_ps(qi, c0, a[0]);
-                    a[1] = _mm512_fmadd_ps(qi, c1, a[1]);
+                    for (x, c) in a.iter_mut().zip(cv.iter()) {
+                        *x = _mm512_fmadd_ps(qi, *c, *x);
+                    }
                 }
             }
         }
         for (row, a) in tile.iter_mut().zip(acc.iter()) {
-            // SAFETY: each tile row holds NR = 32 floats.
-            unsafe {
-                _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
-                _mm512_storeu_ps(row.as_mut_ptr().add(16), a[1]);
+            for (v, x) in a.iter().enumerate() {
+                // SAFETY: each tile row holds NR = 16 * NV floats.
+                unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), *x) };
             }
         }
     }

@@ -1,11 +1,12 @@
 //! MAP over query/candidate sets: blocked exact scoring, per-query metrics, and the
 //! same metrics from approximate top-k lists.
 //!
-//! Per attribute, candidates are packed once ([`PackedCandidates`]); query blocks of
-//! [`MapOptions::query_block`] rows go to rayon, and each worker scores its block into a
-//! `block x candidates` buffer and ranks those rows at once, so the products of one
-//! block overlap with the ranking of another and memory stays `threads x block x
-//! candidates` floats, never `queries x candidates`.
+//! Per attribute, candidates are packed once ([`PackedCandidates`], a copy of the
+//! candidate vectors); query blocks (at most [`MapOptions::query_block`] rows and
+//! [`MapOptions::max_block_bytes`] of scores) go to rayon, and each worker scores its
+//! block into a `block x candidates` buffer and ranks those rows at once, so the
+//! products of one block overlap with the ranking of another and memory stays
+//! `threads x block x candidates` floats, never `queries x candidates`.
 //!
 //! With a [`NeighbourSearch`], each query's top-k list is also turned into a ranking:
 //! returned candidates in the searcher's score order, every candidate it did not return
@@ -32,8 +33,11 @@ use crate::progress::{Progress, ProgressMode};
 pub struct MapOptions {
     /// Cut-offs for precision, recall and nDCG.
     pub ks: Vec<usize>,
-    /// Queries scored per block (rounded up to a multiple of the kernel's tile rows).
+    /// Largest number of queries scored per block; blocks are then evened out so that
+    /// every thread gets the same number, in multiples of the kernel's tile rows.
     pub query_block: usize,
+    /// Cap on one block's score buffer (`block x candidates` floats), per thread.
+    pub max_block_bytes: usize,
     /// With a searcher: how many neighbours to ask for per query.
     pub ann_k: usize,
     pub progress: ProgressMode,
@@ -43,7 +47,8 @@ impl Default for MapOptions {
     fn default() -> Self {
         MapOptions {
             ks: vec![1, 10, 50],
-            query_block: 96,
+            query_block: 192,
+            max_block_bytes: 64 << 20,
             ann_k: 100,
             progress: ProgressMode::Quiet,
         }
@@ -135,7 +140,7 @@ fn evaluate_attribute(
         .collect();
     by_row.sort_unstable();
 
-    let block = options.query_block.max(1).div_ceil(super::kernel::MR) * super::kernel::MR;
+    let block = block_size(set.queries.len(), n, options);
     let blocks: Vec<&[(usize, u16)]> = set.queries.chunks(block).collect();
     let results: Vec<Vec<QueryOutcome>> = blocks
         .par_iter()
@@ -226,6 +231,18 @@ fn evaluate_attribute(
         options,
         searcher.is_some(),
     ))
+}
+
+/// Queries per block: at most `query_block` and `max_block_bytes` of scores, the block
+/// count a multiple of the thread count (so no thread idles at the end), rounded up to
+/// whole kernel tiles.
+pub fn block_size(queries: usize, candidates: usize, options: &MapOptions) -> usize {
+    let mr = super::kernel::MR;
+    let by_memory = options.max_block_bytes / (4 * candidates.max(1));
+    let target = options.query_block.min(by_memory).max(mr);
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = queries.div_ceil(target).div_ceil(threads).max(1) * threads;
+    queries.div_ceil(blocks).div_ceil(mr).max(1) * mr
 }
 
 fn nan_error(set: &AttributeSet, row: usize, e: ap::RankError) -> Error {
