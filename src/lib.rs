@@ -13,6 +13,7 @@ pub mod embed;
 pub mod error;
 pub mod index;
 pub mod model;
+pub mod eval;
 pub mod npy;
 pub mod progress;
 pub mod query;

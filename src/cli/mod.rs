@@ -7,6 +7,7 @@ mod embed;
 mod index;
 mod model;
 mod search;
+mod eval;
 mod synth;
 
 use std::io::Write;
@@ -50,6 +51,9 @@ pub enum Command {
     Search(search::SearchArgs),
     /// Embed a catalog with a model and publish a searchable per-attribute index.
     Embed(embed::EmbedArgs),
+    /// Exact evaluation: MAP per attribute, triplet accuracy.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Output settings shared by every command.
@@ -84,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(cmd) => index::run(cmd, &out),
         Command::Search(args) => search::run(args, &out),
         Command::Embed(args) => embed::run(args, &out),
+        Command::Eval(cmd) => eval::run(cmd, &out),
     }
 }
