@@ -1,0 +1,507 @@
+//! The ASEN model family on Candle: a ResNet trunk run once per image batch and one
+//! attribute-conditioned head per architecture, with the authors' checkpoint names.
+//!
+//! [`Model::load`] reads a tailor model file (safetensors + configuration in metadata);
+//! [`Model::import`] wraps an authors' checkpoint (safetensors or PyTorch zip) with a
+//! configuration; [`Model::init`] draws an untrained model; [`Model::trainable`] rebuilds a
+//! model on a `VarMap` for training.
+
+pub mod backbone;
+pub mod config;
+pub mod heads;
+pub mod preprocess;
+pub mod weights;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{VarBuilder, VarMap};
+
+pub use backbone::BackboneOutput;
+pub use config::{Arch, BackboneConfig, ModelConfig};
+pub use preprocess::preprocess;
+pub use weights::LoadProblems;
+
+use crate::error::{Error, Result};
+use backbone::ResNet;
+use heads::{ag_man::AgManHead, asen::AsenHead, asen_v2::AsenV2Head, csn::CsnHead, HeadForward};
+use weights::{Checked, Record, Recording, SeededInit};
+
+/// The outputs of a training-mode (or per-image-attribute) forward pass.
+pub struct HeadOutput {
+    /// `[B, dim]` L2-normalised embeddings, one per (image, its attribute).
+    pub embeddings: Tensor,
+    /// `[B, h, w]` spatial attention (uniform for heads that average-pool).
+    pub attention: Tensor,
+    /// AG-MAN's `[B, n]` attribute classification logits.
+    pub logits: Option<Tensor>,
+}
+
+enum Head {
+    Asen(AsenHead),
+    AsenV2(AsenV2Head),
+    AgMan(AgManHead),
+    Csn(CsnHead),
+}
+
+impl Head {
+    fn forward_t(
+        &self,
+        map: &Tensor,
+        attrs: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<HeadForward> {
+        match self {
+            Head::Asen(h) => h.forward(map, attrs),
+            Head::AsenV2(h) => h.forward_t(map, attrs, train),
+            Head::AgMan(h) => h.forward_t(map, attrs, train),
+            Head::Csn(h) => h.forward(map, attrs),
+        }
+    }
+}
+
+/// A model of the ASEN family: configuration, trunk, head, and the tensors it was built
+/// from (for saving and hashing).
+pub struct Model {
+    cfg: ModelConfig,
+    backbone: ResNet,
+    head: Head,
+    tensors: Record,
+    device: Device,
+}
+
+fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet, Head)> {
+    let n = cfg.num_attributes();
+    let multi = cfg.arch.multi_level().then_some(n);
+    let backbone = ResNet::new(vb.pp(cfg.arch.backbone_prefix()), &cfg.backbone, multi)?;
+    let c = cfg.map_channels();
+    let hid = cfg.hidden_dim;
+    let head = match cfg.arch {
+        Arch::Asen => Head::Asen(AsenHead::new(vb.clone(), c, hid, n, true, true)?),
+        Arch::AsenNoAsa => Head::Asen(AsenHead::new(vb.clone(), c, hid, n, false, true)?),
+        Arch::AsenNoAca => Head::Asen(AsenHead::new(vb.clone(), c, hid, n, true, false)?),
+        Arch::AsenV2 => Head::AsenV2(AsenV2Head::new(vb.clone(), c, hid, n)?),
+        Arch::AgMan => Head::AgMan(AgManHead::new(vb.clone(), c, hid, n)?),
+        Arch::Csn => Head::Csn(CsnHead::new(vb.clone(), c, cfg.embed_dim, n, true)?),
+        Arch::Triplet => Head::Csn(CsnHead::new(vb.clone(), c, cfg.embed_dim, n, false)?),
+    };
+    Ok((backbone, head))
+}
+
+impl Model {
+    /// Builds a model from any tensor source, recording the tensors it takes.
+    fn build(cfg: ModelConfig, inner: Box<dyn SimpleBackend>, device: &Device) -> Result<Model> {
+        cfg.validate("model configuration")?;
+        let record: Record = Arc::new(Mutex::new(BTreeMap::new()));
+        let backend = Recording {
+            inner,
+            record: record.clone(),
+        };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+        let (backbone, head) = build_parts(&cfg, vb)?;
+        Ok(Model {
+            cfg,
+            backbone,
+            head,
+            tensors: record,
+            device: device.clone(),
+        })
+    }
+
+    /// An untrained model: He-uniform convolutions and linears, identity batch norm,
+    /// N(0, 1) attribute embeddings, CSN masks N(0.9, 0.7), AG-MAN's block masks; every
+    /// tensor drawn from `seed` and its name, so the same seed gives the same model.
+    pub fn init(cfg: ModelConfig, seed: u64, device: &Device) -> Result<Model> {
+        let n = cfg.num_attributes();
+        let mut overrides = HashMap::new();
+        match cfg.arch {
+            Arch::AgMan => {
+                let m = AgManHead::initial_masks(n, cfg.hidden_dim);
+                overrides.insert(
+                    "masks.weight".to_string(),
+                    Tensor::from_vec(m, (n, cfg.hidden_dim), &Device::Cpu)?,
+                );
+            }
+            Arch::Csn => {
+                let init = SeededInit {
+                    seed,
+                    overrides: HashMap::new(),
+                };
+                let t = init.get(
+                    (n, cfg.embed_dim).into(),
+                    "masks.weight",
+                    candle_nn::Init::Randn {
+                        mean: 0.9,
+                        stdev: 0.7,
+                    },
+                    DType::F32,
+                    &Device::Cpu,
+                )?;
+                overrides.insert("masks.weight".to_string(), t);
+            }
+            _ => {}
+        }
+        Model::build(cfg, Box::new(SeededInit { seed, overrides }), device)
+    }
+
+    /// Builds a model for `cfg` from named tensors, reporting every missing, mis-shaped or
+    /// unexpected tensor at once. `source` names the file in errors.
+    fn from_tensors(
+        cfg: ModelConfig,
+        tensors: HashMap<String, Tensor>,
+        source: &Path,
+        device: &Device,
+    ) -> Result<Model> {
+        let problems = Arc::new(Mutex::new(LoadProblems::default()));
+        let used = Arc::new(Mutex::new(Vec::new()));
+        let names: Vec<(String, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+            .collect();
+        let checked = Checked {
+            tensors,
+            problems: problems.clone(),
+            used: used.clone(),
+        };
+        let model = Model::build(cfg, Box::new(checked), device)?;
+        let mut problems = problems.lock().expect("lock").clone();
+        let used: std::collections::HashSet<String> =
+            used.lock().expect("lock").iter().cloned().collect();
+        for (name, shape) in names {
+            if !used.contains(&name) && !weights::silently_ignored(&name, &model.cfg) {
+                problems.unexpected.push((name, shape));
+            }
+        }
+        problems.missing.sort();
+        problems.mis_shaped.sort();
+        problems.unexpected.sort();
+        if !problems.is_empty() {
+            return Err(Error::invalid(
+                source,
+                format!(
+                    "weights do not fit a {} model with backbone {}: {}",
+                    model.cfg.arch,
+                    model.cfg.backbone.name(),
+                    problems.describe()
+                ),
+            ));
+        }
+        Ok(model)
+    }
+
+    /// Loads a tailor model file (safetensors whose metadata carries the configuration).
+    pub fn load(path: &Path, device: &Device) -> Result<Model> {
+        let file = weights::read_weights(path, device)?;
+        let cfg = file.config.ok_or_else(|| {
+            Error::invalid(
+                path,
+                "no tailor model configuration in this file's metadata; wrap an authors' \
+                 checkpoint with `tailor model import`",
+            )
+        })?;
+        cfg.validate(&path.display().to_string())?;
+        Model::from_tensors(cfg, file.tensors, path, device)
+    }
+
+    /// Wraps a checkpoint (safetensors or PyTorch zip `.pth`/`.pth.tar`, names with or
+    /// without `embeddingnet.`) with a configuration; a configuration in the file is ignored.
+    pub fn import(path: &Path, cfg: ModelConfig, device: &Device) -> Result<Model> {
+        cfg.validate(&path.display().to_string())?;
+        let file = weights::read_weights(path, device)?;
+        Model::from_tensors(cfg, file.tensors, path, device)
+    }
+
+    /// Rebuilds this model on `varmap` (every tensor becomes a trainable `Var`, batch-norm
+    /// running statistics included, holding this model's values). `VarMap::save` or
+    /// [`Model::save`] on the result persist the trained values.
+    pub fn trainable(&self, varmap: &VarMap) -> Result<Model> {
+        let model = Model::build(self.cfg.clone(), Box::new(varmap.clone()), &self.device)?;
+        let src = self.tensors.lock().expect("lock");
+        // VarMap shares its storage between clones; set_one only needs a handle.
+        let mut handle = varmap.clone();
+        for (name, t) in src.iter() {
+            handle.set_one(name, t)?;
+        }
+        drop(src);
+        Ok(model)
+    }
+
+    /// Saves weights and configuration as one safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        weights::write_model(path, &self.cfg, &self.tensors.lock().expect("lock"))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of scalar parameters (batch-norm statistics included).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors
+            .lock()
+            .expect("lock")
+            .values()
+            .map(|t| t.elem_count())
+            .sum()
+    }
+
+    /// Names and shapes of every tensor, in name order.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.tensors
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+            .collect()
+    }
+
+    /// Stable content hash of configuration and weights (16 hex digits).
+    pub fn identity(&self) -> Result<String> {
+        weights::content_hash(&self.cfg, &self.tensors.lock().expect("lock"))
+    }
+
+    /// Runs the trunk: the head's input map (and AG-MAN's logits).
+    pub fn backbone_forward(&self, images: &Tensor, train: bool) -> Result<BackboneOutput> {
+        self.check_images(images)?;
+        Ok(self.backbone.forward_t(images, train)?)
+    }
+
+    /// Training-mode (or mixed-attribute) forward: image i embedded for attribute
+    /// `attrs[i]` (`[B]` u32). Batch norm uses batch statistics when `train`.
+    pub fn forward_t(&self, images: &Tensor, attrs: &Tensor, train: bool) -> Result<HeadOutput> {
+        let out = self.backbone_forward(images, train)?;
+        let attrs = self.check_attr_tensor(attrs, images.dim(0)?)?;
+        let h = self.head.forward_t(&out.map, &attrs, train)?;
+        Ok(HeadOutput {
+            embeddings: h.embeddings,
+            attention: h.attention,
+            logits: out.logits,
+        })
+    }
+
+    /// Runs the heads for each attribute of `attrs` on an already computed trunk output.
+    pub fn heads_forward(&self, out: &BackboneOutput, attrs: &[usize]) -> Result<Vec<HeadOutput>> {
+        let b = out.map.dim(0)?;
+        attrs
+            .iter()
+            .map(|&a| {
+                self.check_attr(a)?;
+                let ids = Tensor::full(a as u32, b, &self.device)?;
+                let h = self.head.forward_t(&out.map, &ids, false)?;
+                Ok(HeadOutput {
+                    embeddings: h.embeddings,
+                    attention: h.attention,
+                    logits: out.logits.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every image in every requested attribute's space, the trunk run once:
+    /// `[attr]` of `[B, dim]`.
+    pub fn embed(&self, images: &Tensor, attrs: &[usize]) -> Result<Vec<Tensor>> {
+        let out = self.backbone_forward(images, false)?;
+        Ok(self
+            .heads_forward(&out, attrs)?
+            .into_iter()
+            .map(|h| h.embeddings)
+            .collect())
+    }
+
+    /// Spatial attention per requested attribute: `[attr]` of `[B, h, w]`.
+    pub fn attention_maps(&self, images: &Tensor, attrs: &[usize]) -> Result<Vec<Tensor>> {
+        let out = self.backbone_forward(images, false)?;
+        Ok(self
+            .heads_forward(&out, attrs)?
+            .into_iter()
+            .map(|h| h.attention)
+            .collect())
+    }
+
+    fn check_images(&self, images: &Tensor) -> Result<()> {
+        match images.dims() {
+            [_, 3, h, w] if *h >= 32 && *w >= 32 => Ok(()),
+            d => Err(Error::Usage(format!(
+                "images must be [B, 3, H, W] with H, W >= 32, got {d:?}"
+            ))),
+        }
+    }
+
+    fn check_attr(&self, a: usize) -> Result<()> {
+        if a >= self.cfg.num_attributes() {
+            return Err(Error::Usage(format!(
+                "attribute index {a} out of range: the model has {} attributes ({})",
+                self.cfg.num_attributes(),
+                self.cfg.attributes.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_attr_tensor(&self, attrs: &Tensor, batch: usize) -> Result<Tensor> {
+        if attrs.dims() != [batch] {
+            return Err(Error::Usage(format!(
+                "attribute ids must be [B] = [{batch}], got {:?}",
+                attrs.dims()
+            )));
+        }
+        let attrs = attrs.to_dtype(DType::U32)?;
+        let max = attrs.max_all()?.to_scalar::<u32>()? as usize;
+        self.check_attr(max)?;
+        Ok(attrs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(arch: Arch) -> ModelConfig {
+        ModelConfig::new(
+            arch,
+            BackboneConfig::tiny(),
+            vec!["a".into(), "b".into(), "c".into()],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn every_arch_embeds_with_expected_shapes() {
+        let dev = Device::Cpu;
+        let images = Tensor::randn(0f32, 1.0, (2, 3, 64, 48), &dev).unwrap();
+        for arch in Arch::ALL {
+            let m = Model::init(tiny(arch), 1, &dev).unwrap();
+            let embs = m.embed(&images, &[0, 2]).unwrap();
+            assert_eq!(embs.len(), 2);
+            assert_eq!(embs[0].dims(), [2, m.config().embed_dim], "{arch}");
+            let norms = embs[1]
+                .sqr()
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(
+                norms.iter().all(|n| (n - 1.0).abs() < 1e-4),
+                "{arch}: {norms:?}"
+            );
+            let att = m.attention_maps(&images, &[1]).unwrap();
+            assert_eq!(att[0].dims(), [2, 4, 3], "{arch}");
+            let sums = att[0].sum((1, 2)).unwrap().to_vec1::<f32>().unwrap();
+            assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "{arch}");
+        }
+    }
+
+    #[test]
+    fn save_load_round_trip_keeps_identity_and_outputs() {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m = Model::init(tiny(Arch::AgMan), 3, &dev).unwrap();
+        m.save(&path).unwrap();
+        let back = Model::load(&path, &dev).unwrap();
+        assert_eq!(back.config(), m.config());
+        assert_eq!(back.identity().unwrap(), m.identity().unwrap());
+        let again = Model::init(tiny(Arch::AgMan), 3, &dev).unwrap();
+        assert_eq!(again.identity().unwrap(), m.identity().unwrap());
+        let other = Model::init(tiny(Arch::AgMan), 4, &dev).unwrap();
+        assert_ne!(other.identity().unwrap(), m.identity().unwrap());
+        let images = Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &dev).unwrap();
+        let a = m.embed(&images, &[1]).unwrap().remove(0);
+        let b = back.embed(&images, &[1]).unwrap().remove(0);
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0);
+    }
+
+    #[test]
+    fn wrong_architecture_reports_tensors_by_name() {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        Model::init(tiny(Arch::Asen), 0, &dev)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        let err = Model::import(&path, tiny(Arch::AsenV2), &dev)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("missing tensor attr_embedding.weight (expected shape [3, 16])"),
+            "{err}"
+        );
+        assert!(
+            err.contains("tensor fc1.weight has shape [16, 128], expected [16, 80]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("unexpected tensor mask_fc1.weight (shape [16, 3])"),
+            "{err}"
+        );
+        let mut four = tiny(Arch::Asen);
+        four.attributes.push("d".into());
+        let err = Model::import(&path, four, &dev).err().unwrap().to_string();
+        assert!(
+            err.contains("mask_fc1.weight has shape [16, 3], expected [16, 4]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forward_t_mixed_attributes_matches_per_attribute_embed() {
+        let dev = Device::Cpu;
+        let m = Model::init(tiny(Arch::AsenV2), 5, &dev).unwrap();
+        let images = Tensor::randn(0f32, 1.0, (3, 3, 64, 64), &dev).unwrap();
+        let ids = Tensor::new(&[2u32, 0, 1], &dev).unwrap();
+        let out = m.forward_t(&images, &ids, false).unwrap();
+        let per = m.embed(&images, &[0, 1, 2]).unwrap();
+        for (i, a) in [2usize, 0, 1].into_iter().enumerate() {
+            let d = (out.embeddings.get(i).unwrap() - per[a].get(i).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-6, "{d}");
+        }
+        assert!(m
+            .forward_t(&images, &Tensor::new(&[3u32, 0, 0], &dev).unwrap(), false)
+            .is_err());
+    }
+
+    #[test]
+    fn trainable_model_updates_batch_norm_and_has_gradients() {
+        let dev = Device::Cpu;
+        let m = Model::init(tiny(Arch::Asen), 2, &dev).unwrap();
+        let vm = VarMap::new();
+        let t = m.trainable(&vm).unwrap();
+        assert_eq!(t.identity().unwrap(), m.identity().unwrap());
+        let images = Tensor::randn(0f32, 1.0, (4, 3, 64, 64), &dev).unwrap();
+        let ids = Tensor::new(&[0u32, 1, 2, 0], &dev).unwrap();
+        let out = t.forward_t(&images, &ids, true).unwrap();
+        let loss = out.embeddings.sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let data = vm.data().lock().unwrap();
+        let stem = data.get("backbonenet.conv1.weight").unwrap();
+        assert!(grads.get(stem.as_tensor()).is_some());
+        drop(data);
+        // Running statistics moved, so the hash changed.
+        assert_ne!(t.identity().unwrap(), m.identity().unwrap());
+    }
+}
