@@ -13,5 +13,6 @@ pub mod error;
 pub mod model;
 pub mod npy;
 pub mod progress;
+pub mod train;
 
 pub use error::{Error, Result};

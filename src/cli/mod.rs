@@ -4,6 +4,7 @@
 
 mod catalog;
 mod synth;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ pub enum Command {
     /// Validate and describe catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Train a model of the ASEN family on a labelled catalog.
+    Train(Box<train::TrainArgs>),
 }
 
 /// Output settings shared by every command.
@@ -66,5 +69,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => synth::run(args, &out),
         Command::Catalog(cmd) => catalog::run(cmd, &out),
+        Command::Train(args) => train::run(*args, &out),
     }
 }

@@ -1,0 +1,254 @@
+//! Retrieval MAP of a model on a split's query and candidate lists (validation after each
+//! epoch, test after training): each query ranked against every candidate labelled with
+//! its attribute, by dot product of the attribute's embeddings; exact AP from the
+//! evaluation module.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, LabelledRef};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::progress::ProgressMode;
+
+use super::cache::FeatureCache;
+use super::data::ImageStore;
+use super::head::TrainHead;
+
+/// MAP (%) of one split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitMap {
+    /// Mean AP over every query (= per-attribute MAPs weighted by query counts).
+    pub overall: f64,
+    /// Per attribute index: (MAP %, number of queries).
+    pub per_attribute: BTreeMap<usize, (f64, usize)>,
+    /// Expected MAP (%) of a random ranking, overall and per attribute.
+    pub random_overall: f64,
+    pub random_per_attribute: BTreeMap<usize, f64>,
+}
+
+impl SplitMap {
+    pub fn per_attribute_named(&self, names: &[String]) -> BTreeMap<String, f64> {
+        self.per_attribute
+            .iter()
+            .map(|(&a, &(m, _))| (names[a].clone(), m))
+            .collect()
+    }
+}
+
+/// How to embed items in eval mode.
+pub enum Embedder<'a> {
+    /// Decoded images through the whole model.
+    Images {
+        model: &'a Model,
+        store: &'a ImageStore,
+    },
+    /// Cached backbone maps through the head.
+    Cached {
+        head: &'a TrainHead,
+        cache: &'a FeatureCache,
+    },
+}
+
+const EMBED_BATCH: usize = 32;
+
+impl Embedder<'_> {
+    /// Row-major `[items, dim]` embeddings of `items` in attribute `attribute`'s space.
+    fn embed(&self, items: &[usize], attribute: usize, device: &Device) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for chunk in items.chunks(EMBED_BATCH) {
+            let no_flip = vec![false; chunk.len()];
+            let e = match self {
+                Embedder::Images { model, store } => {
+                    let images = store.batch(chunk, &no_flip, device)?;
+                    model.embed(&images, &[attribute])?.remove(0)
+                }
+                Embedder::Cached { head, cache } => {
+                    let maps = cache.gather(chunk, &no_flip, device)?;
+                    let ids = Tensor::full(attribute as u32, chunk.len(), device)?;
+                    head.forward_t(&maps, &ids, false)?.embeddings
+                }
+            };
+            out.extend(e.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// The query and candidate lists of one split, grouped by attribute.
+pub struct ValidSet {
+    split: String,
+    /// attribute -> (queries, candidates)
+    by_attribute: BTreeMap<usize, (Vec<LabelledRef>, Vec<LabelledRef>)>,
+}
+
+impl ValidSet {
+    /// `Ok(None)` when the catalog has no lists for `split`.
+    pub fn new(catalog: &Catalog, split: &str) -> Result<Option<ValidSet>> {
+        let (Some(queries), Some(candidates)) = (
+            catalog.splits.queries.get(split),
+            catalog.splits.candidates.get(split),
+        ) else {
+            return Ok(None);
+        };
+        let mut by_attribute: BTreeMap<usize, (Vec<LabelledRef>, Vec<LabelledRef>)> =
+            BTreeMap::new();
+        for q in queries {
+            by_attribute.entry(q.attribute).or_default().0.push(*q);
+        }
+        for c in candidates {
+            by_attribute.entry(c.attribute).or_default().1.push(*c);
+        }
+        by_attribute.retain(|_, (q, c)| !q.is_empty() && !c.is_empty());
+        if by_attribute.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ValidSet {
+            split: split.to_string(),
+            by_attribute,
+        }))
+    }
+
+    /// Every item a query or candidate refers to (sorted, unique).
+    pub fn items(&self) -> Vec<usize> {
+        let mut items: Vec<usize> = self
+            .by_attribute
+            .values()
+            .flat_map(|(q, c)| q.iter().chain(c).map(|r| r.item))
+            .collect();
+        items.sort_unstable();
+        items.dedup();
+        items
+    }
+
+    /// MAP of the embeddings `embedder` gives.
+    pub fn evaluate(&self, embedder: &Embedder<'_>, device: &Device) -> Result<SplitMap> {
+        let mut per_attribute = BTreeMap::new();
+        let mut random_per_attribute = BTreeMap::new();
+        let (mut ap_sum, mut random_sum, mut n_queries) = (0.0, 0.0, 0usize);
+        for (&attribute, (queries, candidates)) in &self.by_attribute {
+            let q_items: Vec<usize> = queries.iter().map(|r| r.item).collect();
+            let c_items: Vec<usize> = candidates.iter().map(|r| r.item).collect();
+            let q = embedder.embed(&q_items, attribute, device)?;
+            let c = embedder.embed(&c_items, attribute, device)?;
+            let dim = q.len() / q_items.len();
+            let labels: Vec<u16> = candidates.iter().map(|r| r.value).collect();
+            let (mut attr_sum, mut attr_random) = (0.0, 0.0);
+            let mut scores = vec![0f32; c_items.len()];
+            for (qi, query) in queries.iter().enumerate() {
+                let qv = &q[qi * dim..(qi + 1) * dim];
+                for (s, cv) in scores.iter_mut().zip(c.chunks_exact(dim)) {
+                    *s = qv.iter().zip(cv).map(|(a, b)| a * b).sum();
+                }
+                if scores.iter().any(|s| s.is_nan()) {
+                    return Err(Error::Usage(format!(
+                        "{} split, attribute {attribute}: the model produced a NaN embedding",
+                        self.split
+                    )));
+                }
+                let (ap, relevant) = average_precision(&scores, &labels, query.value);
+                attr_sum += ap;
+                attr_random += expected_random_ap(c_items.len(), relevant);
+            }
+            per_attribute.insert(
+                attribute,
+                (100.0 * attr_sum / queries.len() as f64, queries.len()),
+            );
+            random_per_attribute.insert(attribute, 100.0 * attr_random / queries.len() as f64);
+            ap_sum += attr_sum;
+            random_sum += attr_random;
+            n_queries += queries.len();
+        }
+        Ok(SplitMap {
+            overall: 100.0 * ap_sum / n_queries as f64,
+            per_attribute,
+            random_overall: 100.0 * random_sum / n_queries as f64,
+            random_per_attribute,
+        })
+    }
+}
+
+/// MAP of `model` on a split of `catalog` ("valid" or "test").
+pub fn evaluate(
+    model: &Model,
+    catalog: &Catalog,
+    split: &str,
+    progress: ProgressMode,
+) -> Result<SplitMap> {
+    let set = ValidSet::new(catalog, split)?.ok_or_else(|| {
+        Error::invalid(
+            &catalog.source,
+            format!("the catalog has no query/candidate lists for split {split:?}"),
+        )
+    })?;
+    let store = ImageStore::load(catalog, &set.items(), model.config(), progress)?;
+    set.evaluate(
+        &Embedder::Images {
+            model,
+            store: &store,
+        },
+        model.device(),
+    )
+}
+
+/// Exact AP of one query and the number of relevant candidates. Ties: candidates with
+/// equal scores rank in list order (a stable sort by descending score).
+fn average_precision(scores: &[f32], labels: &[u16], value: u16) -> (f64, usize) {
+    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+    order.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
+    let (mut hits, mut sum) = (0usize, 0.0);
+    for (k, &c) in order.iter().enumerate() {
+        if labels[c as usize] == value {
+            hits += 1;
+            sum += hits as f64 / (k + 1) as f64;
+        }
+    }
+    if hits == 0 {
+        (0.0, 0)
+    } else {
+        (sum / hits as f64, hits)
+    }
+}
+
+/// Expected AP of a uniformly random ranking of `n` candidates with `r` relevant:
+/// `(r-1)/(n-1) + (n-r)/(n(n-1)) * H_n` (1 when n = r, 0 when r = 0).
+fn expected_random_ap(n: usize, r: usize) -> f64 {
+    if r == 0 {
+        return 0.0;
+    }
+    if n <= 1 || r == n {
+        return 1.0;
+    }
+    let (nf, rf) = (n as f64, r as f64);
+    let h: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
+    (rf - 1.0) / (nf - 1.0) + (nf - rf) / (nf * (nf - 1.0)) * h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ap_by_hand_and_random_baseline() {
+        // Ranking: c1 (rel), c0, c2 (rel) -> AP = (1/1 + 2/3) / 2.
+        let (ap, r) = average_precision(&[0.5, 0.9, 0.1], &[1, 0, 0], 0);
+        assert_eq!(r, 2);
+        assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        // Ties keep list order: c0 before c1.
+        assert_eq!(average_precision(&[0.5, 0.5], &[1, 0], 0).0, 0.5);
+        assert_eq!(average_precision(&[0.5, 0.5], &[0, 1], 0).0, 1.0);
+        // Random AP: brute force over all permutations of 4 with 2 relevant.
+        let mut total = 0.0;
+        let perms = [[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2], [1, 2, 0, 3], [1, 3, 0, 2], [2, 3, 0, 1]];
+        for p in perms {
+            // Relevant at positions p[0], p[1].
+            let mut labels = [1u16; 4];
+            labels[p[0]] = 0;
+            labels[p[1]] = 0;
+            total += average_precision(&[4.0, 3.0, 2.0, 1.0], &labels, 0).0;
+        }
+        assert!((expected_random_ap(4, 2) - total / 6.0).abs() < 1e-12);
+    }
+}
