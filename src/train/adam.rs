@@ -156,7 +156,10 @@ mod tests {
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         // Step 1: m/sqrt(v) = sign(g) exactly -> x = [0.9, -1.9]. Step 2: gradients
         // [1.8, -3.8]; m_hat/sqrt(v_hat) is within 1e-3 of sign(g) -> [0.8, -1.8].
-        assert!((v[0] - 0.8).abs() < 2e-3 && (v[1] + 1.8).abs() < 2e-3, "{v:?}");
+        assert!(
+            (v[0] - 0.8).abs() < 2e-3 && (v[1] + 1.8).abs() < 2e-3,
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -51,19 +51,32 @@ fn fingerprint(key: u64, items: &[usize]) -> u64 {
     (key.rotate_left(32)) ^ h.finalize() as u64
 }
 
+/// What a cache holds: maps of `dims` for `items`, made by weights fingerprinted `key`.
+pub struct CacheSpec<'a> {
+    pub key: u64,
+    pub items: &'a [usize],
+    /// Number of items in the catalog (item indices are below it).
+    pub catalog_items: usize,
+    /// Channels, height, width of one map.
+    pub dims: [usize; 3],
+}
+
 impl FeatureCache {
     /// Computes and writes the cache. `compute(items, mirrored)` returns the maps of a batch
     /// of items, `items.len() * c * h * w` floats.
     pub fn build(
         path: &Path,
-        key: u64,
-        items: &[usize],
-        catalog_items: usize,
-        dims: [usize; 3],
+        spec: &CacheSpec<'_>,
         batch: usize,
         mut compute: impl FnMut(&[usize], bool) -> Result<Vec<f32>>,
         progress: ProgressMode,
     ) -> Result<FeatureCache> {
+        let CacheSpec {
+            key,
+            items,
+            catalog_items,
+            dims,
+        } = *spec;
         let per = dims[0] * dims[1] * dims[2];
         let tmp = path.with_extension("tmp");
         let file = File::create(&tmp).at(&tmp)?;
@@ -96,14 +109,20 @@ impl FeatureCache {
             for j in 0..chunk.len() {
                 for src in [&plain, &mirrored] {
                     halves.clear();
-                    halves.extend(src[j * per..(j + 1) * per].iter().map(|&x| f16::from_f32(x)));
+                    halves.extend(
+                        src[j * per..(j + 1) * per]
+                            .iter()
+                            .map(|&x| f16::from_f32(x)),
+                    );
                     w.write_all(bytemuck::cast_slice(&halves)).at(&tmp)?;
                 }
             }
             bar.inc(chunk.len() as u64);
         }
         bar.finish();
-        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().at(&tmp)?;
         drop(file);
         std::fs::rename(&tmp, path).at(path)?;
@@ -128,7 +147,10 @@ impl FeatureCache {
         // place, so the mapped bytes cannot change or shrink while mapped.
         let mmap = unsafe { Mmap::map(&file) }.at(path)?;
         if mmap.len() < HEADER || &mmap[..8] != MAGIC {
-            return Err(Error::corrupted(path, "not a tailor feature cache (bad magic)"));
+            return Err(Error::corrupted(
+                path,
+                "not a tailor feature cache (bad magic)",
+            ));
         }
         let u32_at = |o: usize| u32::from_le_bytes(mmap[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(mmap[o..o + 8].try_into().expect("8 bytes"));
@@ -141,7 +163,11 @@ impl FeatureCache {
                 hint: "delete the cache file; training rebuilds it".into(),
             });
         }
-        let dims = [u32_at(12) as usize, u32_at(16) as usize, u32_at(20) as usize];
+        let dims = [
+            u32_at(12) as usize,
+            u32_at(16) as usize,
+            u32_at(20) as usize,
+        ];
         let count = u64_at(24) as usize;
         if u64_at(32) != fingerprint(key, items) || count != items.len() {
             return Ok(None);
@@ -151,14 +177,20 @@ impl FeatureCache {
         if mmap.len() != expected {
             return Err(Error::corrupted(
                 path,
-                format!("{} bytes, expected {expected} for {count} items", mmap.len()),
+                format!(
+                    "{} bytes, expected {expected} for {count} items",
+                    mmap.len()
+                ),
             ));
         }
         let mut slots = vec![ABSENT; catalog_items];
         for (slot, &want) in items.iter().enumerate() {
             let got = u64_at(HEADER + slot * 8) as usize;
             if got != want || got >= catalog_items {
-                return Err(Error::corrupted(path, format!("item list differs at slot {slot}")));
+                return Err(Error::corrupted(
+                    path,
+                    format!("item list differs at slot {slot}"),
+                ));
             }
             slots[got] = slot as u32;
         }
@@ -224,15 +256,24 @@ mod tests {
         let path = dir.path().join("f.cache");
         let items = [3usize, 1, 4];
         let dims = [2, 1, 2];
-        let value = |item: usize, flip: bool, k: usize| (item * 10 + k) as f32 + flip as u8 as f32 * 0.5;
+        let value =
+            |item: usize, flip: bool, k: usize| (item * 10 + k) as f32 + flip as u8 as f32 * 0.5;
+        let spec = CacheSpec {
+            key: 42,
+            items: &items,
+            catalog_items: 6,
+            dims,
+        };
         let cache = FeatureCache::build(
             &path,
-            42,
-            &items,
-            6,
-            dims,
+            &spec,
             2,
-            |chunk, flip| Ok(chunk.iter().flat_map(|&i| (0..4).map(move |k| value(i, flip, k))).collect()),
+            |chunk, flip| {
+                Ok(chunk
+                    .iter()
+                    .flat_map(|&i| (0..4).map(move |k| value(i, flip, k)))
+                    .collect())
+            },
             ProgressMode::Quiet,
         )
         .unwrap();

@@ -88,8 +88,7 @@ impl ImageStore {
                 let src = if flip { s - 1 - x } else { x };
                 let p = &px[(y * s + src) * 3..(y * s + src) * 3 + 3];
                 for c in 0..3 {
-                    out[c * plane + y * s + x] =
-                        (p[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
+                    out[c * plane + y * s + x] = (p[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
                 }
             }
         }

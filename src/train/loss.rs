@@ -172,7 +172,9 @@ mod tests {
     #[test]
     fn weighting_matches_equation_9() {
         let w = LossWeighting::new(&Device::Cpu).unwrap();
-        w.w_cls.set(&Tensor::new(&[0.5f32], &Device::Cpu).unwrap()).unwrap();
+        w.w_cls
+            .set(&Tensor::new(&[0.5f32], &Device::Cpu).unwrap())
+            .unwrap();
         let cls = Tensor::new(2.0f32, &Device::Cpu).unwrap();
         let tri = Tensor::new(0.3f32, &Device::Cpu).unwrap();
         let l = w.combine(&cls, &tri).unwrap().to_scalar::<f32>().unwrap();

@@ -121,13 +121,14 @@ impl TrainOptions {
         if self.step_size == 0 {
             return bad("the learning-rate step size must be at least 1 epoch".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.decay > 0.0 && self.decay <= 1.0) {
+        let lr_ok = self.lr > 0.0 && self.lr.is_finite();
+        if !lr_ok || self.decay.is_nan() || self.decay <= 0.0 || self.decay > 1.0 {
             return bad(format!(
                 "learning rate must be positive and decay in (0, 1], got {} and {}",
                 self.lr, self.decay
             ));
         }
-        if !(self.margin >= 0.0) {
+        if self.margin.is_nan() || self.margin < 0.0 {
             return bad(format!("margin must be non-negative, got {}", self.margin));
         }
         Ok(())
@@ -272,10 +273,17 @@ pub fn train(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).at(dir)?;
     }
-    let state = if resume { Some(read_state(&files, opts)?) } else { None };
+    let state = if resume {
+        Some(read_state(&files, opts)?)
+    } else {
+        None
+    };
 
     let train_items = catalog.splits.items.get("train").ok_or_else(|| {
-        Error::invalid(&catalog.source, "the catalog has no train split to learn from")
+        Error::invalid(
+            &catalog.source,
+            "the catalog has no train split to learn from",
+        )
     })?;
     let sampler = match opts.triplets {
         TripletSource::Labels => TripletSampler::from_labels(catalog, train_items, opts.seed)?,
@@ -327,10 +335,15 @@ pub fn train(
             "feature cache for {} images (x2 flips)",
             needed.len()
         )));
-        trainer.cache = Some(build_cache(&model, &varmap, catalog, &needed, &files, progress)?);
+        trainer.cache = Some(build_cache(
+            &model, &varmap, catalog, &needed, &files, progress,
+        )?);
         cache_seconds = Some(t0.elapsed().as_secs_f64());
     } else {
-        report(&TrainEvent::Phase(format!("decoding {} images", needed.len())));
+        report(&TrainEvent::Phase(format!(
+            "decoding {} images",
+            needed.len()
+        )));
         trainer.images = Some(ImageStore::load(catalog, &needed, &cfg, progress)?);
     }
 
@@ -504,7 +517,11 @@ fn load_backbone(varmap: &VarMap, cfg: &ModelConfig, path: &Path, device: &Devic
             Some(t) => {
                 return Err(Error::invalid(
                     path,
-                    format!("{short}: shape {:?}, the model needs {:?}", t.dims(), var.dims()),
+                    format!(
+                        "{short}: shape {:?}, the model needs {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
                 ))
             }
             // AG-MAN's own additions to the trunk are not in an ImageNet checkpoint.
@@ -520,7 +537,12 @@ fn load_backbone(varmap: &VarMap, cfg: &ModelConfig, path: &Path, device: &Devic
                 "backbone tensors missing ({} of {}): {}",
                 missing.len(),
                 missing.len() + loaded,
-                missing.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .take(8)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -535,7 +557,11 @@ fn backbone_key(varmap: &VarMap, cfg: &ModelConfig) -> Result<u64> {
     names.sort();
     let mut h = crc32fast::Hasher::new();
     h.update(&cfg.input_size.to_le_bytes());
-    h.update(serde_json::to_string(&cfg.backbone).unwrap_or_default().as_bytes());
+    h.update(
+        serde_json::to_string(&cfg.backbone)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     let mut h2 = crc32fast::Hasher::new();
     for n in names {
         h.update(n.as_bytes());
@@ -566,12 +592,15 @@ fn build_cache(
         [_, c, h, w] => [*c, *h, *w],
         d => return Err(Error::Usage(format!("unexpected backbone map shape {d:?}"))),
     };
-    FeatureCache::build(
-        &files.cache,
+    let spec = cache::CacheSpec {
         key,
         items,
-        catalog.items.len(),
+        catalog_items: catalog.items.len(),
         dims,
+    };
+    FeatureCache::build(
+        &files.cache,
+        &spec,
         32,
         |chunk, flip| {
             let images = store.batch(chunk, &vec![flip; chunk.len()], &device)?;
@@ -757,7 +786,9 @@ impl<'m> Trainer<'m> {
             .chain(triplets.iter().map(|t| t.negative))
             .chain(triplets.iter().map(|t| t.positive))
             .collect();
-        let attrs: Vec<usize> = (0..3).flat_map(|_| triplets.iter().map(|t| t.attribute)).collect();
+        let attrs: Vec<usize> = (0..3)
+            .flat_map(|_| triplets.iter().map(|t| t.attribute))
+            .collect();
         let attr_ids = Tensor::from_vec(
             attrs.iter().map(|&a| a as u32).collect::<Vec<_>>(),
             3 * b,

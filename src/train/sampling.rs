@@ -299,7 +299,9 @@ mod tests {
         let t = s.epoch(0, 6);
         assert_eq!(t.len(), 6);
         assert_eq!(t[..3], t[3..]);
-        assert!(t.iter().any(|t| (t.anchor, t.negative, t.positive) == (2, 3, 4)));
+        assert!(t
+            .iter()
+            .any(|t| (t.anchor, t.negative, t.positive) == (2, 3, 4)));
         assert!(t.iter().all(|t| t.attribute == 1));
         assert!(TripletSampler::from_lists(&cat, "test", 3).is_err());
     }

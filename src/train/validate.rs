@@ -241,7 +241,14 @@ mod tests {
         assert_eq!(average_precision(&[0.5, 0.5], &[0, 1], 0).0, 1.0);
         // Random AP: brute force over all permutations of 4 with 2 relevant.
         let mut total = 0.0;
-        let perms = [[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2], [1, 2, 0, 3], [1, 3, 0, 2], [2, 3, 0, 1]];
+        let perms = [
+            [0, 1, 2, 3],
+            [0, 2, 1, 3],
+            [0, 3, 1, 2],
+            [1, 2, 0, 3],
+            [1, 3, 0, 2],
+            [2, 3, 0, 1],
+        ];
         for p in perms {
             // Relevant at positions p[0], p[1].
             let mut labels = [1u16; 4];
