@@ -100,7 +100,6 @@ mod tests {
                 .unwrap();
                 l.loss
             };
-            let grads = loss().backward().unwrap();
             let vars: Vec<(String, Var)> = {
                 let data = varmap.data().lock().unwrap();
                 let mut v: Vec<_> = data
@@ -112,6 +111,17 @@ mod tests {
                 v
             };
             assert!(!vars.is_empty());
+            // Seeded values instead of candle's unseeded initialisation, so the test is
+            // reproducible; masks positive so that their ReLU passes gradients.
+            for (name, var) in &vars {
+                let lo = if name.starts_with("masks") { 0.1 } else { -1.0 };
+                let v: Vec<f64> = (0..var.elem_count())
+                    .map(|_| rng.gen_range(lo..1.0))
+                    .collect();
+                var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap())
+                    .unwrap();
+            }
+            let grads = loss().backward().unwrap();
             let (mut checked, mut nonzero) = (0, 0);
             for (name, var) in &vars {
                 let g = grads
