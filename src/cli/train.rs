@@ -74,6 +74,10 @@ pub struct TrainArgs {
     /// Train the heads only, from backbone maps cached once (both flips) beside --out.
     #[arg(long)]
     freeze_backbone: bool,
+    /// Feature cache file for --freeze-backbone (default: beside --out). Runs with the same
+    /// backbone weights can share it.
+    #[arg(long)]
+    feature_cache: Option<PathBuf>,
     /// Triplet source: labels (the papers' sampling), lists (the catalog's train triplet
     /// lists) or auto (lists when the catalog has them).
     #[arg(long, value_enum, default_value_t = TripletsArg::Auto)]
@@ -170,6 +174,7 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<ExitCode> {
             TripletsArg::Lists => TripletSource::Lists,
         },
         validate: !args.no_validate,
+        feature_cache: args.feature_cache.clone(),
     };
     let device = device(&args.device)?;
     let cat = catalog::open(&args.catalog)?;

@@ -84,6 +84,10 @@ pub struct TrainOptions {
     pub triplets: TripletSource,
     /// Validation MAP after each epoch (needs the catalog's "valid" lists).
     pub validate: bool,
+    /// Feature cache file (default `M.features.cache` beside the output). Runs whose
+    /// backbones have the same weights can share one: the file is keyed by them.
+    #[serde(default)]
+    pub feature_cache: Option<PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -108,6 +112,7 @@ impl Default for TrainOptions {
             init_model: None,
             triplets: TripletSource::Auto,
             validate: true,
+            feature_cache: None,
         }
     }
 }
@@ -576,12 +581,12 @@ fn build_cache(
     varmap: &VarMap,
     catalog: &Catalog,
     items: &[usize],
-    files: &RunFiles,
+    path: &Path,
     progress: ProgressMode,
 ) -> Result<FeatureCache> {
     let cfg = model.config();
     let key = backbone_key(varmap, cfg)?;
-    if let Some(c) = FeatureCache::open(&files.cache, key, items, catalog.items.len())? {
+    if let Some(c) = FeatureCache::open(path, key, items, catalog.items.len())? {
         return Ok(c);
     }
     let store = ImageStore::load(catalog, items, cfg, progress)?;
@@ -599,7 +604,7 @@ fn build_cache(
         dims,
     };
     FeatureCache::build(
-        &files.cache,
+        path,
         &spec,
         32,
         |chunk, flip| {

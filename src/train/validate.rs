@@ -55,23 +55,36 @@ pub enum Embedder<'a> {
 const EMBED_BATCH: usize = 32;
 
 impl Embedder<'_> {
-    /// Row-major `[items, dim]` embeddings of `items` in attribute `attribute`'s space.
-    fn embed(&self, items: &[usize], attribute: usize, device: &Device) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
+    /// Row-major `[items, dim]` embeddings of `items` in each of `attributes`' spaces
+    /// (the backbone runs once per image for all of them).
+    fn embed(
+        &self,
+        items: &[usize],
+        attributes: &[usize],
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); attributes.len()];
         for chunk in items.chunks(EMBED_BATCH) {
             let no_flip = vec![false; chunk.len()];
-            let e = match self {
+            let per_attr: Vec<Tensor> = match self {
                 Embedder::Images { model, store } => {
                     let images = store.batch(chunk, &no_flip, device)?;
-                    model.embed(&images, &[attribute])?.remove(0)
+                    model.embed(&images, attributes)?
                 }
                 Embedder::Cached { head, cache } => {
                     let maps = cache.gather(chunk, &no_flip, device)?;
-                    let ids = Tensor::full(attribute as u32, chunk.len(), device)?;
-                    head.forward_t(&maps, &ids, false)?.embeddings
+                    attributes
+                        .iter()
+                        .map(|&a| {
+                            let ids = Tensor::full(a as u32, chunk.len(), device)?;
+                            Ok(head.forward_t(&maps, &ids, false)?.embeddings)
+                        })
+                        .collect::<Result<_>>()?
                 }
             };
-            out.extend(e.flatten_all()?.to_vec1::<f32>()?);
+            for (o, e) in out.iter_mut().zip(per_attr) {
+                o.extend(e.flatten_all()?.to_vec1::<f32>()?);
+            }
         }
         Ok(out)
     }
@@ -128,12 +141,23 @@ impl ValidSet {
         let mut per_attribute = BTreeMap::new();
         let mut random_per_attribute = BTreeMap::new();
         let (mut ap_sum, mut random_sum, mut n_queries) = (0.0, 0.0, 0usize);
-        for (&attribute, (queries, candidates)) in &self.by_attribute {
-            let q_items: Vec<usize> = queries.iter().map(|r| r.item).collect();
-            let c_items: Vec<usize> = candidates.iter().map(|r| r.item).collect();
-            let q = embedder.embed(&q_items, attribute, device)?;
-            let c = embedder.embed(&c_items, attribute, device)?;
-            let dim = q.len() / q_items.len();
+        let items = self.items();
+        let attributes: Vec<usize> = self.by_attribute.keys().copied().collect();
+        let embedded = embedder.embed(&items, &attributes, device)?;
+        let row_of = |item: usize| items.binary_search(&item).expect("item of the split");
+        for (k, (&attribute, (queries, candidates))) in self.by_attribute.iter().enumerate() {
+            let all = &embedded[k];
+            let dim = all.len() / items.len();
+            let rows = |refs: &[LabelledRef]| -> Vec<f32> {
+                refs.iter()
+                    .flat_map(|r| {
+                        let i = row_of(r.item);
+                        all[i * dim..(i + 1) * dim].iter().copied()
+                    })
+                    .collect()
+            };
+            let (q, c) = (rows(queries), rows(candidates));
+            let c_items = candidates;
             let labels: Vec<u16> = candidates.iter().map(|r| r.value).collect();
             let (mut attr_sum, mut attr_random) = (0.0, 0.0);
             let mut scores = vec![0f32; c_items.len()];
