@@ -3,6 +3,7 @@
 //! `--json` for programs). The library never prints.
 
 mod catalog;
+mod model;
 mod synth;
 mod train;
 
@@ -37,6 +38,9 @@ pub enum Command {
     /// Validate and describe catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Create, import and describe model files.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Train a model of the ASEN family on a labelled catalog.
     Train(Box<train::TrainArgs>),
 }
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => synth::run(args, &out),
         Command::Catalog(cmd) => catalog::run(cmd, &out),
+        Command::Model(cmd) => model::run(cmd, &out),
         Command::Train(args) => train::run(*args, &out),
     }
 }

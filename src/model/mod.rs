@@ -8,6 +8,7 @@
 
 pub mod backbone;
 pub mod config;
+mod fast;
 pub mod heads;
 pub mod preprocess;
 pub mod weights;
@@ -29,6 +30,28 @@ use crate::error::{Error, Result};
 use backbone::ResNet;
 use heads::{ag_man::AgManHead, asen::AsenHead, asen_v2::AsenV2Head, csn::CsnHead, HeadForward};
 use weights::{Checked, Record, Recording, SeededInit};
+
+/// Parses `cpu`, `cuda` or `cuda:N`. CUDA needs a build with the `cuda` feature.
+pub fn device(spec: &str) -> Result<Device> {
+    let cuda = |ordinal: usize| {
+        if !candle_core::utils::cuda_is_available() {
+            return Err(Error::Usage(format!(
+                "device {spec:?}: this tailor was built without CUDA; rebuild with                  `cargo build --release --features cuda` (needs nvcc and the CUDA libraries)"
+            )));
+        }
+        Ok(Device::new_cuda(ordinal)?)
+    };
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => Err(Error::Usage(format!(
+                "unknown device {spec:?}: expected cpu, cuda or cuda:N"
+            ))),
+        },
+    }
+}
 
 /// The outputs of a training-mode (or per-image-attribute) forward pass.
 pub struct HeadOutput {
@@ -71,6 +94,9 @@ pub struct Model {
     head: Head,
     tensors: Record,
     device: Device,
+    /// Batch-norm-folded channels-last trunk for eval-mode CPU inference (absent for
+    /// trainable models, whose weights change).
+    fast: Option<fast::FastTrunk>,
 }
 
 fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet, Head)> {
@@ -93,7 +119,12 @@ fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet
 
 impl Model {
     /// Builds a model from any tensor source, recording the tensors it takes.
-    fn build(cfg: ModelConfig, inner: Box<dyn SimpleBackend>, device: &Device) -> Result<Model> {
+    fn build(
+        cfg: ModelConfig,
+        inner: Box<dyn SimpleBackend>,
+        device: &Device,
+        fold: bool,
+    ) -> Result<Model> {
         cfg.validate("model configuration")?;
         let record: Record = Arc::new(Mutex::new(BTreeMap::new()));
         let backend = Recording {
@@ -102,12 +133,18 @@ impl Model {
         };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
         let (backbone, head) = build_parts(&cfg, vb)?;
+        let fast = if fold && device.is_cpu() {
+            Some(fast::FastTrunk::fold(&backbone)?)
+        } else {
+            None
+        };
         Ok(Model {
             cfg,
             backbone,
             head,
             tensors: record,
             device: device.clone(),
+            fast,
         })
     }
 
@@ -144,7 +181,7 @@ impl Model {
             }
             _ => {}
         }
-        Model::build(cfg, Box::new(SeededInit { seed, overrides }), device)
+        Model::build(cfg, Box::new(SeededInit { seed, overrides }), device, true)
     }
 
     /// Builds a model for `cfg` from named tensors, reporting every missing, mis-shaped or
@@ -166,7 +203,7 @@ impl Model {
             problems: problems.clone(),
             used: used.clone(),
         };
-        let model = Model::build(cfg, Box::new(checked), device)?;
+        let model = Model::build(cfg, Box::new(checked), device, true)?;
         let mut problems = problems.lock().expect("lock").clone();
         let used: std::collections::HashSet<String> =
             used.lock().expect("lock").iter().cloned().collect();
@@ -182,7 +219,7 @@ impl Model {
             return Err(Error::invalid(
                 source,
                 format!(
-                    "weights do not fit a {} model with backbone {}: {}",
+                    "weights do not fit a {} model with backbone {}:\n  {}",
                     model.cfg.arch,
                     model.cfg.backbone.name(),
                     problems.describe()
@@ -218,7 +255,12 @@ impl Model {
     /// running statistics included, holding this model's values). `VarMap::save` or
     /// [`Model::save`] on the result persist the trained values.
     pub fn trainable(&self, varmap: &VarMap) -> Result<Model> {
-        let model = Model::build(self.cfg.clone(), Box::new(varmap.clone()), &self.device)?;
+        let model = Model::build(
+            self.cfg.clone(),
+            Box::new(varmap.clone()),
+            &self.device,
+            false,
+        )?;
         let src = self.tensors.lock().expect("lock");
         // VarMap shares its storage between clones; set_one only needs a handle.
         let mut handle = varmap.clone();
@@ -270,7 +312,37 @@ impl Model {
     /// Runs the trunk: the head's input map (and AG-MAN's logits).
     pub fn backbone_forward(&self, images: &Tensor, train: bool) -> Result<BackboneOutput> {
         self.check_images(images)?;
-        Ok(self.backbone.forward_t(images, train)?)
+        match &self.fast {
+            Some(fast) if !train => {
+                let multi = self.cfg.arch.multi_level();
+                let (x2, x3) = fast.forward(images, multi)?;
+                let x3 = x3.to_nchw(&self.device)?;
+                match x2 {
+                    Some(x2) => Ok(self.backbone.finish(x2.to_nchw(&self.device)?, x3, false)?),
+                    None => Ok(BackboneOutput {
+                        map: x3,
+                        logits: None,
+                    }),
+                }
+            }
+            _ => Ok(self.backbone.forward_t(images, train)?),
+        }
+    }
+
+    /// Whether eval-mode forwards use the folded channels-last trunk (CPU models built for
+    /// inference). [`Model::set_fast_inference`] turns it off, e.g. to compare.
+    pub fn fast_inference(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk.
+    pub fn set_fast_inference(&mut self, on: bool) -> Result<()> {
+        self.fast = if on && self.device.is_cpu() {
+            Some(fast::FastTrunk::fold(&self.backbone)?)
+        } else {
+            None
+        };
+        Ok(())
     }
 
     /// Training-mode (or mixed-attribute) forward: image i embedded for attribute

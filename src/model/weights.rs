@@ -143,7 +143,7 @@ impl LoadProblems {
         for (n, s) in &self.unexpected {
             lines.push(format!("unexpected tensor {n} (shape {s:?})"));
         }
-        lines.join("; ")
+        lines.join("\n  ")
     }
 }
 
