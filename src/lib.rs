@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod npy;
 pub mod progress;

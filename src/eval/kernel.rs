@@ -1,0 +1,342 @@
+//! Blocked inner products of query rows against candidate rows (`S = Q C^T`), for exact
+//! evaluation.
+//!
+//! Both operands are gathered once into panel layouts that a register-blocked
+//! micro-kernel reads sequentially: candidates in panels of [`NR`] rows stored k-major
+//! (`[panel][k][NR]`), queries in panels of [`MR`] rows (`[panel][k][MR]`). Gathering
+//! and packing are one pass, so candidate rows may be any subset of a memory-mapped
+//! matrix. The micro-kernel keeps an `MR x NR` tile of scores in registers over the whole
+//! dimension; candidates are walked in chunks that stay in L2 while every query panel of
+//! the block streams past them.
+//!
+//! Kernels: AVX-512 (chosen at run time), AVX2+FMA, and a portable one. They sum in the
+//! same order; the portable one rounds the product before adding (no FMA), so scores can
+//! differ in the last bit between machines without FMA and machines with it.
+
+use rayon::prelude::*;
+
+/// Query rows per micro-tile.
+pub const MR: usize = 12;
+/// Candidate rows per micro-tile (two AVX-512 vectors).
+pub const NR: usize = 32;
+/// Bytes of packed candidates processed against all query panels before moving on;
+/// sized to stay in a 1-2 MiB L2 beside the query panels.
+const CHUNK_BYTES: usize = 768 * 1024;
+
+/// f32 storage aligned to 64 bytes, so that packed panels never straddle cache lines.
+#[derive(Debug, Default)]
+pub struct AlignedBuf {
+    raw: Vec<f32>,
+    offset: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// Resizes to `len` zeros (contents are not kept).
+    pub fn reset(&mut self, len: usize) {
+        if self.raw.len() < len + 16 {
+            self.raw = vec![0.0; len + 16];
+        }
+        let addr = self.raw.as_ptr() as usize;
+        self.offset = ((64 - addr % 64) % 64) / 4;
+        self.len = len;
+        self.as_mut_slice().fill(0.0);
+    }
+    pub fn as_slice(&self) -> &[f32] {
+        &self.raw[self.offset..self.offset + self.len]
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.raw[self.offset..self.offset + self.len]
+    }
+}
+
+/// Candidate rows packed for [`score_block`].
+#[derive(Debug)]
+pub struct PackedCandidates {
+    dim: usize,
+    count: usize,
+    panels: AlignedBuf,
+}
+
+impl PackedCandidates {
+    /// Gathers `rows` of the row-major `matrix` (rows of `dim` floats) into panels, in
+    /// parallel. Every row index must be in range (checked by the caller).
+    pub fn pack(matrix: &[f32], dim: usize, rows: &[usize]) -> Self {
+        let count = rows.len();
+        let panel_len = dim * NR;
+        let mut panels = AlignedBuf::default();
+        panels.reset(count.div_ceil(NR) * panel_len);
+        if panel_len > 0 {
+            panels
+                .as_mut_slice()
+                .par_chunks_mut(panel_len)
+                .zip(rows.par_chunks(NR))
+                .for_each(|(panel, rows)| pack_panel(matrix, dim, rows, NR, panel));
+        }
+        PackedCandidates {
+            dim,
+            count,
+            panels,
+        }
+    }
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// Writes `rows` (at most `width`) into a k-major panel `[dim][width]`, zero-padded.
+fn pack_panel(matrix: &[f32], dim: usize, rows: &[usize], width: usize, panel: &mut [f32]) {
+    for (j, &row) in rows.iter().enumerate() {
+        let src = &matrix[row * dim..(row + 1) * dim];
+        for (k, &v) in src.iter().enumerate() {
+            panel[k * width + j] = v;
+        }
+    }
+}
+
+/// Packs query rows into `buf` as `[panel][dim][MR]`; returns the number of rows packed.
+pub fn pack_queries(matrix: &[f32], dim: usize, rows: &[usize], buf: &mut AlignedBuf) {
+    let panel_len = dim * MR;
+    buf.reset(rows.len().div_ceil(MR) * panel_len);
+    if panel_len == 0 {
+        return;
+    }
+    for (panel, rows) in buf.as_mut_slice().chunks_mut(panel_len).zip(rows.chunks(MR)) {
+        pack_panel(matrix, dim, rows, MR, panel);
+    }
+}
+
+type Tile = [[f32; NR]; MR];
+type MicroKernel = unsafe fn(*const f32, *const f32, usize, &mut Tile);
+
+/// Scores `queries` (packed by [`pack_queries`], `nq` rows) against every candidate into
+/// `out` (`nq x candidates.count()`, row-major). Single-threaded: callers parallelise
+/// over query blocks.
+pub fn score_block(queries: &AlignedBuf, nq: usize, candidates: &PackedCandidates, out: &mut [f32]) {
+    let dim = candidates.dim;
+    let n = candidates.count;
+    assert_eq!(out.len(), nq * n, "score buffer has the wrong size");
+    assert_eq!(queries.as_slice().len(), nq.div_ceil(MR) * dim * MR);
+    if nq == 0 || n == 0 {
+        return;
+    }
+    if dim == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let kernel = select_kernel();
+    let q_panels = queries.as_slice();
+    let c_panels = candidates.panels.as_slice();
+    let chunk_panels = (CHUNK_BYTES / (dim * NR * 4)).max(1);
+    let n_panels = n.div_ceil(NR);
+    let mut tile: Tile = [[0.0; NR]; MR];
+    for chunk_start in (0..n_panels).step_by(chunk_panels) {
+        let chunk_end = (chunk_start + chunk_panels).min(n_panels);
+        for (qp, q_panel) in q_panels.chunks_exact(dim * MR).enumerate() {
+            let q0 = qp * MR;
+            let rows = MR.min(nq - q0);
+            for cp in chunk_start..chunk_end {
+                let c_panel = &c_panels[cp * dim * NR..(cp + 1) * dim * NR];
+                // SAFETY: both panels hold `dim` steps of MR / NR floats (checked by the
+                // slice bounds above), and `kernel` was chosen for this CPU.
+                unsafe { kernel(q_panel.as_ptr(), c_panel.as_ptr(), dim, &mut tile) };
+                let c0 = cp * NR;
+                let cols = NR.min(n - c0);
+                for (i, tile_row) in tile.iter().enumerate().take(rows) {
+                    let start = (q0 + i) * n + c0;
+                    out[start..start + cols].copy_from_slice(&tile_row[..cols]);
+                }
+            }
+        }
+    }
+}
+
+fn select_kernel() -> MicroKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return avx512::kernel;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return kernel_avx2_fma;
+        }
+    }
+    kernel_portable
+}
+
+/// The portable micro-kernel, written so that the compiler vectorises the `NR` lanes.
+#[inline(always)]
+unsafe fn kernel_body<const FUSED: bool>(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+    let mut acc: Tile = [[0.0; NR]; MR];
+    for p in 0..dim {
+        // SAFETY: the caller passes panels of `dim` steps.
+        let cv = unsafe { &*(c.add(p * NR) as *const [f32; NR]) };
+        let qv = unsafe { &*(q.add(p * MR) as *const [f32; MR]) };
+        for i in 0..MR {
+            for j in 0..NR {
+                acc[i][j] = if FUSED {
+                    qv[i].mul_add(cv[j], acc[i][j])
+                } else {
+                    acc[i][j] + qv[i] * cv[j]
+                };
+            }
+        }
+    }
+    *tile = acc;
+}
+
+unsafe fn kernel_portable(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+    // SAFETY: forwarded contract.
+    unsafe { kernel_body::<false>(q, c, dim, tile) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+    // SAFETY: forwarded contract; the CPU has AVX2 and FMA (checked by select_kernel).
+    unsafe { kernel_body::<true>(q, c, dim, tile) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+    // SAFETY: forwarded contract.
+    unsafe { kernel_body::<true>(q, c, dim, tile) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// 12 x 32 tile in 24 zmm accumulators; per step two candidate loads and twelve
+    /// broadcast query values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..dim {
+            // SAFETY: the caller passes panels of `dim` steps of NR / MR floats.
+            unsafe {
+                let c0 = _mm512_loadu_ps(c.add(p * NR));
+                let c1 = _mm512_loadu_ps(c.add(p * NR + 16));
+                let qp = q.add(p * MR);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let qi = _mm512_set1_ps(*qp.add(i));
+                    a[0] = _mm512_fmadd_ps(qi, c0, a[0]);
+                    a[1] = _mm512_fmadd_ps(qi, c1, a[1]);
+                }
+            }
+        }
+        for (row, a) in tile.iter_mut().zip(acc.iter()) {
+            // SAFETY: each tile row holds NR = 32 floats.
+            unsafe {
+                _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), a[1]);
+            }
+        }
+    }
+}
+
+/// Every kernel this CPU can run, by name (for tests and benches).
+pub fn available_kernels() -> Vec<(&'static str, MicroKernelFn)> {
+    let mut v: Vec<(&'static str, MicroKernelFn)> = vec![("portable", MicroKernelFn(kernel_portable))];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            v.push(("avx2+fma", MicroKernelFn(kernel_avx2_fma)));
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            v.push(("avx512", MicroKernelFn(avx512::kernel)));
+        }
+    }
+    v
+}
+
+/// A micro-kernel usable on this CPU (only [`available_kernels`] makes them).
+#[derive(Clone, Copy)]
+pub struct MicroKernelFn(MicroKernel);
+
+impl MicroKernelFn {
+    /// One `MR x NR` tile of packed panels (`dim` steps each).
+    pub fn tile(&self, q_panel: &[f32], c_panel: &[f32], dim: usize) -> Tile {
+        assert!(q_panel.len() >= dim * MR && c_panel.len() >= dim * NR);
+        let mut tile = [[0.0; NR]; MR];
+        // SAFETY: lengths checked above; the kernel was detected for this CPU.
+        unsafe { (self.0)(q_panel.as_ptr(), c_panel.as_ptr(), dim, &mut tile) };
+        tile
+    }
+}
+
+/// Name of the kernel [`score_block`] uses on this CPU.
+pub fn kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+    }
+    "portable"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn naive(matrix: &[f32], dim: usize, q: &[usize], c: &[usize]) -> Vec<f64> {
+        let mut out = Vec::new();
+        for &qi in q {
+            for &ci in c {
+                let a = &matrix[qi * dim..(qi + 1) * dim];
+                let b = &matrix[ci * dim..(ci + 1) * dim];
+                out.push(a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocked_scores_match_naive_products() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for &(dim, rows, nq, nc) in &[(7, 90, 13, 70), (64, 300, 25, 257), (1, 5, 1, 1), (33, 40, 12, 32)] {
+            let matrix: Vec<f32> = (0..rows * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let q: Vec<usize> = (0..nq).map(|_| rng.gen_range(0..rows)).collect();
+            let c: Vec<usize> = (0..nc).map(|_| rng.gen_range(0..rows)).collect();
+            let packed = PackedCandidates::pack(&matrix, dim, &c);
+            let mut qbuf = AlignedBuf::default();
+            pack_queries(&matrix, dim, &q, &mut qbuf);
+            let mut out = vec![f32::NAN; nq * nc];
+            score_block(&qbuf, nq, &packed, &mut out);
+            for (got, want) in out.iter().zip(naive(&matrix, dim, &q, &c)) {
+                assert!((*got as f64 - want).abs() < 1e-4, "{got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_available_kernel_agrees() {
+        let dim = 50;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let q: Vec<f32> = (0..dim * MR).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let c: Vec<f32> = (0..dim * NR).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let kernels = available_kernels();
+        let reference = kernels[0].1.tile(&q, &c, dim);
+        for (name, k) in &kernels {
+            let t = k.tile(&q, &c, dim);
+            for i in 0..MR {
+                for j in 0..NR {
+                    assert!((t[i][j] - reference[i][j]).abs() < 1e-4, "{name}");
+                }
+            }
+        }
+    }
+}
