@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use candle_core::Device;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -106,23 +105,6 @@ enum TripletsArg {
     Lists,
 }
 
-/// `cpu`, `cuda` or `cuda:N`.
-pub fn device(spec: &str) -> anyhow::Result<Device> {
-    let cuda = |n: usize| {
-        Device::new_cuda(n).with_context(|| {
-            format!("device {spec:?}: this build has no CUDA (rebuild with `--features cuda`) or no GPU {n}")
-        })
-    };
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
-        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => cuda(n),
-            _ => bail!("unknown device {spec:?}: expected cpu, cuda or cuda:N"),
-        },
-    }
-}
-
 fn arch(args: &TrainArgs) -> anyhow::Result<Arch> {
     let arch: Arch = args.arch.parse()?;
     Ok(match (arch, args.no_asa, args.no_aca) {
@@ -176,7 +158,7 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<ExitCode> {
         validate: !args.no_validate,
         feature_cache: args.feature_cache.clone(),
     };
-    let device = device(&args.device)?;
+    let device = tailor::model::device(&args.device)?;
     let cat = catalog::open(&args.catalog)?;
     let mut printer = EventPrinter::new(out.progress);
     let summary = train::train(

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, LabelledRef};
 use crate::error::{Error, Result};
+use crate::eval::ap::{average_precision, expected_random_ap, relevant_ranks, RankScratch};
 use crate::model::Model;
 use crate::progress::ProgressMode;
 
@@ -141,6 +142,7 @@ impl ValidSet {
         let mut per_attribute = BTreeMap::new();
         let mut random_per_attribute = BTreeMap::new();
         let (mut ap_sum, mut random_sum, mut n_queries) = (0.0, 0.0, 0usize);
+        let mut scratch = RankScratch::default();
         let items = self.items();
         let attributes: Vec<usize> = self.by_attribute.keys().copied().collect();
         let embedded = embedder.embed(&items, &attributes, device)?;
@@ -166,14 +168,16 @@ impl ValidSet {
                 for (s, cv) in scores.iter_mut().zip(c.chunks_exact(dim)) {
                     *s = qv.iter().zip(cv).map(|(a, b)| a * b).sum();
                 }
-                if scores.iter().any(|s| s.is_nan()) {
-                    return Err(Error::Usage(format!(
-                        "{} split, attribute {attribute}: the model produced a NaN embedding",
-                        self.split
-                    )));
-                }
-                let (ap, relevant) = average_precision(&scores, &labels, query.value);
-                attr_sum += ap;
+                let ranks =
+                    relevant_ranks(&scores, &labels, query.value, &mut scratch).map_err(|e| {
+                        Error::Usage(format!(
+                            "{} split, attribute {attribute}: the model produced a NaN \
+                             embedding ({e:?})",
+                            self.split
+                        ))
+                    })?;
+                let relevant = ranks.len();
+                attr_sum += average_precision(ranks);
                 attr_random += expected_random_ap(c_items.len(), relevant);
             }
             per_attribute.insert(
@@ -215,71 +219,4 @@ pub fn evaluate(
         },
         model.device(),
     )
-}
-
-/// Exact AP of one query and the number of relevant candidates. Ties: candidates with
-/// equal scores rank in list order (a stable sort by descending score).
-fn average_precision(scores: &[f32], labels: &[u16], value: u16) -> (f64, usize) {
-    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    order.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
-    let (mut hits, mut sum) = (0usize, 0.0);
-    for (k, &c) in order.iter().enumerate() {
-        if labels[c as usize] == value {
-            hits += 1;
-            sum += hits as f64 / (k + 1) as f64;
-        }
-    }
-    if hits == 0 {
-        (0.0, 0)
-    } else {
-        (sum / hits as f64, hits)
-    }
-}
-
-/// Expected AP of a uniformly random ranking of `n` candidates with `r` relevant:
-/// `(r-1)/(n-1) + (n-r)/(n(n-1)) * H_n` (1 when n = r, 0 when r = 0).
-fn expected_random_ap(n: usize, r: usize) -> f64 {
-    if r == 0 {
-        return 0.0;
-    }
-    if n <= 1 || r == n {
-        return 1.0;
-    }
-    let (nf, rf) = (n as f64, r as f64);
-    let h: f64 = (1..=n).map(|i| 1.0 / i as f64).sum();
-    (rf - 1.0) / (nf - 1.0) + (nf - rf) / (nf * (nf - 1.0)) * h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ap_by_hand_and_random_baseline() {
-        // Ranking: c1 (rel), c0, c2 (rel) -> AP = (1/1 + 2/3) / 2.
-        let (ap, r) = average_precision(&[0.5, 0.9, 0.1], &[1, 0, 0], 0);
-        assert_eq!(r, 2);
-        assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
-        // Ties keep list order: c0 before c1.
-        assert_eq!(average_precision(&[0.5, 0.5], &[1, 0], 0).0, 0.5);
-        assert_eq!(average_precision(&[0.5, 0.5], &[0, 1], 0).0, 1.0);
-        // Random AP: brute force over all permutations of 4 with 2 relevant.
-        let mut total = 0.0;
-        let perms = [
-            [0, 1, 2, 3],
-            [0, 2, 1, 3],
-            [0, 3, 1, 2],
-            [1, 2, 0, 3],
-            [1, 3, 0, 2],
-            [2, 3, 0, 1],
-        ];
-        for p in perms {
-            // Relevant at positions p[0], p[1].
-            let mut labels = [1u16; 4];
-            labels[p[0]] = 0;
-            labels[p[1]] = 0;
-            total += average_precision(&[4.0, 3.0, 2.0, 1.0], &labels, 0).0;
-        }
-        assert!((expected_random_ap(4, 2) - total / 6.0).abs() < 1e-12);
-    }
 }
