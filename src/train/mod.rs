@@ -340,8 +340,9 @@ pub fn train(
             "feature cache for {} images (x2 flips)",
             needed.len()
         )));
+        let path = opts.feature_cache.as_ref().unwrap_or(&files.cache);
         trainer.cache = Some(build_cache(
-            &model, &varmap, catalog, &needed, &files, progress,
+            &model, &varmap, catalog, &needed, path, progress,
         )?);
         cache_seconds = Some(t0.elapsed().as_secs_f64());
     } else {
