@@ -265,3 +265,51 @@ fn train_command_writes_a_model_that_loads() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("ablations of asen"));
 }
+
+#[test]
+fn backbone_init_loads_torchvision_names() {
+    let cat = catalog();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(Arch::Asen);
+    opts.epochs = 1;
+    opts.triplets_per_epoch = 16;
+    opts.freeze_backbone = true;
+    // A backbone from another seed, saved under torchvision names (no prefix).
+    let donor = Model::init(model_config(&cat, &opts).unwrap(), 99, &Device::Cpu).unwrap();
+    let donor_file = dir.path().join("donor.safetensors");
+    donor.save(&donor_file).unwrap();
+    let trunk: std::collections::HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&donor_file, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(n, t)| n.strip_prefix("backbonenet.").map(|s| (s.to_string(), t)))
+            .collect();
+    let init = dir.path().join("resnet.safetensors");
+    candle_core::safetensors::save(&trunk, &init).unwrap();
+    opts.backbone_init = Some(init.clone());
+    let s = run(&cat, &opts, &dir.path().join("m.safetensors"), false);
+    let trained = candle_core::safetensors::load(&s.last_model, &Device::Cpu).unwrap();
+    for (name, t) in &trunk {
+        let got = &trained[&format!("backbonenet.{name}")];
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{name}"
+        );
+    }
+    // A file that lacks backbone tensors: refused, naming them.
+    let mut partial = trunk.clone();
+    partial.retain(|n, _| !n.starts_with("layer3."));
+    candle_core::safetensors::save(&partial, &init).unwrap();
+    let err = train::train(
+        &cat,
+        &opts,
+        &dir.path().join("m2.safetensors"),
+        false,
+        &Device::Cpu,
+        ProgressMode::Quiet,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("layer3."), "{err}");
+}
