@@ -94,12 +94,33 @@ fn main() -> anyhow::Result<()> {
     println!(
         "# Table 1 on the synthetic catalog: {} items at {size} px (seed {seed}), tiny backbone, \
          {mode}, {epochs} epochs x {triplets} triplets, batch 16, Adam lr {lr:e}, step 1 \
-         gamma 0.985, margin 0.2, model seed 0; CPU, {threads} threads available",
+         gamma 0.985, margin 0.2, model seed 0, one shared random trunk; CPU, {threads} threads \
+         available",
         cat.items.len()
     );
 
+    // One trunk for every architecture: a tiny ResNet drawn once (AG-MAN's, which also has
+    // layer4, conv1_1 and fc_embed) and given to each run under torchvision names, so
+    // that every row starts from the same backbone weights.
+    let trunk = runs.join("tiny-trunk.safetensors");
+    {
+        let mut o = TrainOptions {
+            arch: Arch::AgMan,
+            ..Default::default()
+        };
+        o.seed = seed;
+        let m = Model::init(train::model_config(&cat, &o)?, 0, &device)?;
+        let full = runs.join("tiny-trunk-model.safetensors");
+        m.save(&full)?;
+        let t: std::collections::HashMap<String, candle_core::Tensor> =
+            candle_core::safetensors::load(&full, &device)?
+                .into_iter()
+                .filter_map(|(n, t)| n.strip_prefix("backbonenet.").map(|s| (s.to_string(), t)))
+                .collect();
+        candle_core::safetensors::save(&t, &trunk)?;
+    }
     // Throughput: the same ASEN for a few hundred triplets end to end and from the cache.
-    let mut cache_path = None;
+    let cache_path = Some(runs.join("tiny-backbone.features.cache"));
     if probe > 0 {
         let base = TrainOptions {
             arch: Arch::Asen,
@@ -107,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             triplets_per_epoch: probe,
             validate: false,
             lr,
+            backbone_init: Some(trunk.clone()),
             ..Default::default()
         };
         let e2e = train::train(
@@ -121,9 +143,7 @@ fn main() -> anyhow::Result<()> {
         let mut frozen_opts = base.clone();
         frozen_opts.freeze_backbone = true;
         frozen_opts.triplets_per_epoch = probe * 20;
-        let shared = runs.join("tiny-backbone.features.cache");
-        frozen_opts.feature_cache = Some(shared.clone());
-        let _ = std::fs::remove_file(&shared);
+        frozen_opts.feature_cache = cache_path.clone();
         let fr = train::train(
             &cat,
             &frozen_opts,
@@ -133,7 +153,6 @@ fn main() -> anyhow::Result<()> {
             ProgressMode::Quiet,
             &mut |_| {},
         )?;
-        cache_path = Some(shared);
         let (e, f) = (&e2e.log[0], &fr.log[0]);
         let epoch_e2e = triplets as f64 / e.triplets_per_second;
         let epoch_frozen = triplets as f64 / f.triplets_per_second;
@@ -166,8 +185,9 @@ fn main() -> anyhow::Result<()> {
             triplets_per_epoch: triplets,
             lr,
             freeze_backbone: frozen,
-            // Every architecture but AG-MAN has the same trunk (same names, same seed):
-            // one cache serves them all.
+            backbone_init: Some(trunk.clone()),
+            // Every architecture but AG-MAN (whose map also holds the fused layer2 branch)
+            // sees the same layer3 map: one cache serves them all.
             feature_cache: if frozen && arch != Arch::AgMan {
                 cache_path.clone()
             } else {

@@ -570,7 +570,9 @@ fn backbone_key(varmap: &VarMap, cfg: &ModelConfig) -> Result<u64> {
     );
     let mut h2 = crc32fast::Hasher::new();
     for n in names {
-        h.update(n.as_bytes());
+        // Without the prefix: trunks with the same weights share a cache whatever the
+        // architecture calls them (`backbonenet.` / `embeddingnet.`).
+        h.update(n[prefix.len()..].as_bytes());
         let v = data[n].as_tensor().flatten_all()?.to_vec1::<f32>()?;
         h2.update(bytemuck::cast_slice(&v));
     }
