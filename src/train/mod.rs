@@ -632,7 +632,7 @@ fn backbone_key(varmap: &VarMap, cfg: &ModelConfig) -> Result<u64> {
     for n in names {
         // Without the prefix: trunks with the same weights share a cache whatever the
         // architecture calls them (`backbonenet.` / `embeddingnet.`).
-        h.update(n[prefix.len()..].as_bytes());
+        h.update(&n.as_bytes()[prefix.len()..]);
         let v = data[n].as_tensor().flatten_all()?.to_vec1::<f32>()?;
         h2.update(bytemuck::cast_slice(&v));
     }
