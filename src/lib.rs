@@ -11,11 +11,12 @@
 pub mod catalog;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod index;
 pub mod model;
-pub mod eval;
 pub mod npy;
 pub mod progress;
 pub mod query;
+pub mod train;
 
 pub use error::{Error, Result};

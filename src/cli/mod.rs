@@ -9,6 +9,7 @@ mod model;
 mod search;
 mod eval;
 mod synth;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Exact evaluation: MAP per attribute, triplet accuracy.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Train a model of the ASEN family on a labelled catalog.
+    Train(Box<train::TrainArgs>),
 }
 
 /// Output settings shared by every command.
@@ -89,5 +92,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => search::run(args, &out),
         Command::Embed(args) => embed::run(args, &out),
         Command::Eval(cmd) => eval::run(cmd, &out),
+        Command::Train(args) => train::run(*args, &out),
     }
 }
