@@ -128,6 +128,9 @@ pub struct Model {
     /// Batch-norm-folded channels-last trunk for eval-mode CPU inference (absent for
     /// trainable models, whose weights change).
     fast: Option<fast::FastTrunk>,
+    /// Whether the tensors are Vars that training may change (no identity caching then).
+    trainable: bool,
+    identity: std::sync::OnceLock<String>,
 }
 
 fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet, Head)> {
@@ -176,6 +179,8 @@ impl Model {
             tensors: record,
             device: device.clone(),
             fast,
+            trainable: !fold,
+            identity: std::sync::OnceLock::new(),
         })
     }
 
@@ -335,9 +340,18 @@ impl Model {
             .collect()
     }
 
-    /// Stable content hash of configuration and weights (16 hex digits).
+    /// Stable content hash of configuration and weights (16 hex digits; FNV-1a 64 over the
+    /// configuration JSON and every tensor's name and f32 bytes). Computed once for an
+    /// inference model; recomputed on every call for a trainable one.
     pub fn identity(&self) -> Result<String> {
-        weights::content_hash(&self.cfg, &self.tensors.lock().expect("lock"))
+        if let Some(id) = self.identity.get() {
+            return Ok(id.clone());
+        }
+        let id = weights::content_hash(&self.cfg, &self.tensors.lock().expect("lock"))?;
+        if !self.trainable {
+            let _ = self.identity.set(id.clone());
+        }
+        Ok(id)
     }
 
     /// Runs the trunk: the head's input map (and AG-MAN's logits).
@@ -476,6 +490,12 @@ mod tests {
             vec!["a".into(), "b".into(), "c".into()],
             vec![],
         )
+    }
+
+    #[test]
+    fn model_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Model>();
     }
 
     #[test]
