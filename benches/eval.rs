@@ -145,11 +145,7 @@ fn main() {
             let v = source.vectors(&set.name).unwrap();
             let rows: Vec<usize> = set.candidates.iter().map(|c| c.0).collect();
             let packed = PackedCandidates::pack(v, DIM, &rows);
-            let block = tailor::eval::map::block_size(
-                set.queries.len(),
-                candidates,
-                &MapOptions::default(),
-            );
+            let block = tailor::eval::map::block_size(set.queries.len(), candidates, &opts);
             set.queries.par_chunks(block).for_each_init(
                 || (AlignedBuf::default(), Vec::new()),
                 |(qbuf, out), block| {
@@ -236,8 +232,15 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     println!(
-        "eval bench: {cpu}, {threads} threads, tailor kernel {}",
-        kernel::kernel_name()
+        "eval bench: {cpu}, {threads} threads, tailor kernel {}, query block {}, load average {}",
+        kernel::kernel_name(),
+        tailor::eval::map::block_size(QUERIES_PER_ATTRIBUTE, candidates, &opts),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "data: {} attributes x ({} queries x {} candidates), dim {DIM}, {:.1} GFLOP of products",
