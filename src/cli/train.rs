@@ -198,6 +198,9 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<ExitCode> {
             .map(|e| format!(", resumed after epoch {e}"))
             .unwrap_or_default()
     );
+    if summary.bn_recalibrated {
+        println!("the fresh frozen trunk's batch-norm statistics were set from training images");
+    }
     match (summary.best_epoch, summary.best_valid_map) {
         (Some(e), Some(m)) => println!("best validation MAP {m:.2} % at epoch {e}"),
         _ => println!("no validation lists: the model is the last epoch's"),
