@@ -218,7 +218,7 @@ pub fn read(dataset_dir: &Path, dataset: Option<&str>) -> Result<Catalog> {
             if fields.is_empty() {
                 continue;
             }
-            if fields.len() < 3 || fields.len() % 2 == 0 {
+            if fields.len() < 3 || fields.len().is_multiple_of(2) {
                 return Err(Error::parse(
                     &label_path,
                     i + 1,

@@ -35,7 +35,7 @@ pub fn is_query(item_id: &str, attribute: &str) -> bool {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    h % 5 == 0
+    h.is_multiple_of(5)
 }
 
 /// One parsed row before the schema is fixed.

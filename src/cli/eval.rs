@@ -8,8 +8,10 @@ use clap::{Args, Subcommand};
 
 use super::Output;
 use tailor::catalog;
+use tailor::eval::index_source::GraphSearch;
 use tailor::eval::source::{self, NpyVectors};
-use tailor::eval::{evaluate_map, evaluate_triplets, MapOptions, VectorSource};
+use tailor::eval::{evaluate_map, evaluate_triplets, MapOptions, NeighbourSearch, VectorSource};
+use tailor::index::Index;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -21,16 +23,19 @@ pub enum EvalCommand {
     Triplets(TripletArgs),
 }
 
-/// Where the vectors come from.
+/// Where the vectors come from: an index, or .npy files with their ids.
 #[derive(Args, Debug)]
 pub struct VectorArgs {
+    /// Index directory (as `tailor embed` or `tailor index build` writes it).
+    #[arg(long, conflicts_with_all = ["vectors", "ids"], required_unless_present = "vectors")]
+    pub index: Option<PathBuf>,
     /// Vectors of one attribute: ATTR=FILE.npy (float32, one row per id of --ids).
     /// Repeat for every attribute.
-    #[arg(long = "vectors", value_name = "ATTR=FILE.npy", required = true)]
+    #[arg(long = "vectors", value_name = "ATTR=FILE.npy", requires = "ids")]
     pub vectors: Vec<String>,
     /// Item ids, one per line, naming the rows of every --vectors file.
-    #[arg(long, value_name = "IDS.txt", required = true)]
-    pub ids: PathBuf,
+    #[arg(long, value_name = "IDS.txt")]
+    pub ids: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +67,16 @@ pub struct MapArgs {
     /// capped at 64 MiB per thread).
     #[arg(long, default_value_t = 192)]
     pub query_block: usize,
+    /// Also compute MAP from the index's HNSW top-k lists (candidates not returned rank
+    /// last) and recall@k against exact ranking. Needs --index.
+    #[arg(long, requires = "index")]
+    pub ann: bool,
+    /// Graph search breadth for --ann.
+    #[arg(long, default_value_t = 64)]
+    pub ef: usize,
+    /// Neighbours asked for per query with --ann.
+    #[arg(long, default_value_t = 100)]
+    pub ann_k: usize,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +106,12 @@ pub fn run(cmd: EvalCommand, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 fn open_source(args: &VectorArgs) -> anyhow::Result<Box<dyn VectorSource>> {
+    if let Some(dir) = &args.index {
+        return Ok(Box::new(Index::open(dir)?));
+    }
+    let Some(ids) = &args.ids else {
+        bail!("give --index DIR, or --vectors ATTR=FILE.npy with --ids IDS.txt");
+    };
     let mut files = Vec::new();
     for spec in &args.vectors {
         let Some((attr, path)) = spec.split_once('=') else {
@@ -101,7 +122,7 @@ fn open_source(args: &VectorArgs) -> anyhow::Result<Box<dyn VectorSource>> {
         }
         files.push((attr.to_string(), PathBuf::from(path)));
     }
-    Ok(Box::new(NpyVectors::open(&args.ids, &files)?))
+    Ok(Box::new(NpyVectors::open(ids, &files)?))
 }
 
 fn map(args: MapArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -134,11 +155,24 @@ fn map(args: MapArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let options = MapOptions {
         ks: args.k.clone(),
         query_block: args.query_block,
+        ann_k: args.ann_k,
         progress: out.progress,
         ..MapOptions::default()
     };
-    let report =
-        evaluate_map(source.as_ref(), &sets, None, &options).context("exact evaluation failed")?;
+    let index = match (&args.source.index, args.ann) {
+        (Some(dir), true) => Some(Index::open(dir)?),
+        _ => None,
+    };
+    let searcher = index
+        .as_ref()
+        .map(|index| GraphSearch { index, ef: args.ef });
+    let report = evaluate_map(
+        source.as_ref(),
+        &sets,
+        searcher.as_ref().map(|s| s as &dyn NeighbourSearch),
+        &options,
+    )
+    .context("evaluation failed")?;
     if out.json {
         out.print_json(&report)?;
     } else {

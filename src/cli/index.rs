@@ -67,6 +67,22 @@ pub enum IndexCommand {
     Info { dir: PathBuf },
     /// Check every file against its checksum (exit 1 when any fails).
     Verify { dir: PathBuf },
+    /// Combine index segments (e.g. from `tailor embed --shard K/N`) into one index.
+    Merge {
+        /// Segment directories (same model, attributes and dimensions).
+        #[arg(required = true)]
+        segments: Vec<PathBuf>,
+        /// Index directory to publish.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+        /// Compact copy for the graph walk: none, f16 or int8.
+        #[arg(long, default_value = "int8")]
+        compact: CompactKind,
+    },
     /// Write one attribute's vectors and their ids (same row order).
     Export {
         dir: PathBuf,
@@ -155,6 +171,22 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
             print_summary(out, &summary, "compacted")
         }
         IndexCommand::Info { dir } => info(&dir, out),
+        IndexCommand::Merge {
+            segments,
+            out: dest,
+            m,
+            ef_construction,
+            compact,
+        } => {
+            let params = BuildParams {
+                m,
+                ef_construction,
+                compact,
+                ..BuildParams::default()
+            };
+            let summary = index::merge(&dest, &segments, &params, out.progress)?;
+            print_summary(out, &summary, "merged")
+        }
         IndexCommand::Verify { dir } => {
             let mut report = index::verify_dir(&dir)?;
             if report.ok {

@@ -4,10 +4,10 @@
 
 mod catalog;
 mod embed;
+mod eval;
 mod index;
 mod model;
 mod search;
-mod eval;
 mod synth;
 mod train;
 

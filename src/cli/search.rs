@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::index::read_ids;
 use super::Output;
+use tailor::embed;
 use tailor::index::{Hit, Index};
 use tailor::npy;
 use tailor::query::{self, LabelFilter, Query, Target, Weighted};
@@ -23,8 +24,18 @@ pub struct SearchArgs {
     #[arg(long, conflicts_with = "vector")]
     item: Option<String>,
     /// Query by vector(s): a float32 .npy with one row per --attr (or one row for all).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "image")]
     vector: Option<PathBuf>,
+    /// Query by an image file: embedded with the model recorded in the index manifest.
+    #[arg(long, conflicts_with = "item")]
+    image: Option<PathBuf>,
+    /// Model file for --image (default: the path recorded in the index); its identity
+    /// must equal the one recorded.
+    #[arg(long, requires = "image")]
+    model: Option<PathBuf>,
+    /// Device for --image: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", requires = "image")]
+    device: String,
     /// Number of results (default 10; with --rerank, all the listed items).
     #[arg(short, long)]
     k: Option<usize>,
@@ -69,13 +80,19 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| Weighted::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let target = match (&args.item, &args.vector) {
-        (Some(id), None) => Target::Item(id.clone()),
-        (None, Some(p)) => {
+    let target = match (&args.item, &args.vector, &args.image) {
+        (Some(id), None, None) => Target::Item(id.clone()),
+        (None, Some(p), None) => {
             let m = npy::read_f32_matrix(p)?;
             Target::Vectors((0..m.rows).map(|r| m.row(r).to_vec()).collect())
         }
-        _ => bail!("give the query as --item ID or --vector FILE.npy"),
+        (None, None, Some(image)) => {
+            let device = tailor::model::device(&args.device)?;
+            let model = embed::model_for_index(&ix, args.model.as_deref(), &device)?;
+            let names: Vec<String> = attrs.iter().map(|w| w.attr.clone()).collect();
+            Target::Vectors(embed::embed_image(&model, image, &names)?)
+        }
+        _ => bail!("give the query as --item ID, --vector FILE.npy or --image FILE"),
     };
     let filter = if args.filters.is_empty() {
         None

@@ -115,6 +115,12 @@ fn evaluate_attribute(
         }
     }
     let candidate_rows: Vec<usize> = set.candidates.iter().map(|c| c.0).collect();
+    // The approximate searcher ranks the candidates only, like the exact ranking does.
+    let mut is_candidate_row = vec![false; rows];
+    for &r in &candidate_rows {
+        is_candidate_row[r] = true;
+    }
+    let accept = |r: usize| is_candidate_row.get(r).copied().unwrap_or(false);
     let labels: Vec<u16> = set.candidates.iter().map(|c| c.1).collect();
     let packed = PackedCandidates::pack(vectors, dim, &candidate_rows);
     let n = candidate_rows.len();
@@ -184,7 +190,8 @@ fn evaluate_attribute(
                     };
                     if let Some(searcher) = searcher {
                         let query = &vectors[row * dim..(row + 1) * dim];
-                        let hits = searcher.search(&set.name, query, options.ann_k)?;
+                        let hits =
+                            searcher.search_accepting(&set.name, query, options.ann_k, &accept)?;
                         ann_row.clear();
                         ann_row.resize(n, f32::NEG_INFINITY);
                         for (hit_row, score) in hits {

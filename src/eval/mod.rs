@@ -13,6 +13,7 @@
 //! catalogs and list files.
 
 pub mod ap;
+pub mod index_source;
 pub mod kernel;
 pub mod map;
 pub mod metrics;
@@ -44,6 +45,21 @@ pub trait NeighbourSearch: Sync {
     /// Up to `k` rows best matching `query` in `attribute`'s space, best first, each with
     /// its inner-product score.
     fn search(&self, attribute: &str, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>>;
+
+    /// As [`search`](NeighbourSearch::search), but returning only rows for which
+    /// `accept` holds (the attribute's candidates), as a filtered graph search does. The
+    /// default filters an unfiltered list, which can return fewer than `k`.
+    fn search_accepting(
+        &self,
+        attribute: &str,
+        query: &[f32],
+        k: usize,
+        accept: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<Vec<(usize, f32)>> {
+        let mut hits = self.search(attribute, query, k)?;
+        hits.retain(|&(row, _)| accept(row));
+        Ok(hits)
+    }
 }
 
 /// The queries and candidates of one attribute.
