@@ -20,3 +20,29 @@ pub mod query;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// FNV-1a, 64 bit: a stable hash for assignments that must never change (manifest
+/// query/candidate lists, `--shard K/N`).
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        for &b in *part {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// `<dir>/<name>.<suffix>` beside `path` (work directories and reports of a job).
+pub(crate) fn sibling_path(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "index".into());
+    path.with_file_name(format!("{name}.{suffix}"))
+}

@@ -30,12 +30,7 @@ const SPLIT_NAMES: [&str; 3] = ["train", "valid", "test"];
 /// Deterministic query/candidate assignment for manifests: about one labelled pair in
 /// five becomes a query (FNV-1a of the item id and attribute name).
 pub fn is_query(item_id: &str, attribute: &str) -> bool {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in item_id.bytes().chain([0u8]).chain(attribute.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h.is_multiple_of(5)
+    crate::fnv1a(&[item_id.as_bytes(), attribute.as_bytes()]).is_multiple_of(5)
 }
 
 /// One parsed row before the schema is fixed.

@@ -54,12 +54,7 @@ impl Shard {
     /// Whether an item belongs to this shard: a hash of its id, so the assignment does not
     /// depend on catalog order and stays put as the catalog grows.
     pub fn contains(&self, id: &str) -> bool {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in id.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        (h % self.count as u64) as usize == self.index
+        (crate::fnv1a(&[id.as_bytes()]) % self.count as u64) as usize == self.index
     }
 }
 
@@ -163,7 +158,7 @@ pub fn embed_catalog(
     let work_dir = opts
         .work_dir
         .clone()
-        .unwrap_or_else(|| sibling(out, "embed-work"));
+        .unwrap_or_else(|| crate::sibling_path(out, "embed-work"));
     let spec_identity = spec.model_identity.clone();
     let (mut staging, _) = Staging::open(&work_dir, spec)?;
     let resumed_from = staging.checkpoint.next_item;
@@ -322,7 +317,7 @@ pub fn embed_catalog(
 
     // The rejects report outlives the work directory, beside the index.
     let rejects_report = if cp.rejected > 0 {
-        let dest = sibling(out, "rejects.jsonl");
+        let dest = crate::sibling_path(out, "rejects.jsonl");
         std::fs::copy(staging.rejects_path(), &dest).at(&dest)?;
         Some(dest)
     } else {
@@ -357,15 +352,6 @@ fn load_item(
     let t = Instant::now();
     let px = model::preprocess(&img, cfg).map_err(|e| format!("cannot pre-process: {e}"))?;
     Ok((px, decoded, t.elapsed()))
-}
-
-/// `<dir>/<name>.<suffix>` beside a path.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "index".into());
-    path.with_file_name(format!("{name}.{suffix}"))
 }
 
 fn map_f32(path: &Path) -> Result<memmap2::Mmap> {

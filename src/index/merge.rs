@@ -89,7 +89,7 @@ pub fn merge(
         }
     }
 
-    let staging = sibling(out, "merge-work");
+    let staging = crate::sibling_path(out, "merge-work");
     std::fs::create_dir_all(&staging).at(&staging)?;
     let mut maps = Vec::with_capacity(attrs.len());
     for (a, name) in attrs.iter().enumerate() {
@@ -144,12 +144,4 @@ pub fn merge(
     drop(maps);
     std::fs::remove_dir_all(&staging).at(&staging)?;
     summary
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "index".into());
-    path.with_file_name(format!("{name}.{suffix}"))
 }
