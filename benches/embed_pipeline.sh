@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 TINY_ITEMS=${1:-5000}
 R50_ITEMS=${2:-160}
 cargo build --release --quiet
-T=target/release/tailor
+T=${CARGO_TARGET_DIR:-target}/release/tailor
 W=${BENCH_DIR:-$(mktemp -d)}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 run() { # name size items backbone batch
