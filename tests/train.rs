@@ -73,6 +73,11 @@ fn assert_same_model_file(a: &Path, b: &Path) {
         panic!("{} tensors differ: {differ:?}", differ.len());
     }
     assert_eq!(ha, hb);
+    // And byte for byte: the header is written in a canonical order.
+    assert!(
+        std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+        "same model, same bytes"
+    );
 }
 
 #[test]

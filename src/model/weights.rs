@@ -305,6 +305,34 @@ fn read_pth(path: &Path, device: &Device) -> Result<WeightFile> {
     })
 }
 
+/// Rewrites a serialised safetensors header with its JSON keys sorted, so that the same
+/// model gives the same bytes: safetensors writes its metadata from a `HashMap`, whose
+/// order changes from run to run. Offsets are relative to the data, so reordering the
+/// header moves nothing; the length is unchanged (same keys, same compact JSON).
+fn canonical_header(bytes: &mut [u8]) {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return;
+    };
+    // serde_json's map is ordered by key (no `preserve_order` feature).
+    let Ok(sorted) = serde_json::to_vec(&value) else {
+        return;
+    };
+    if sorted.len() <= len {
+        let (dst, pad) = bytes[8..8 + len].split_at_mut(sorted.len());
+        dst.copy_from_slice(&sorted);
+        pad.fill(b' ');
+    }
+}
+
 /// Writes tensors and the configuration as safetensors metadata (through a temporary
 /// file and a rename, so a mapped older file is never truncated).
 pub(crate) fn write_model(
@@ -322,8 +350,9 @@ pub(crate) fn write_model(
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<candle_core::Result<_>>()?;
-    let bytes = safetensors::serialize(cpu, Some(meta))
+    let mut bytes = safetensors::serialize(cpu, Some(meta))
         .map_err(|e| Error::invalid(path, format!("cannot serialise tensors: {e}")))?;
+    canonical_header(&mut bytes);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
