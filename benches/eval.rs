@@ -363,8 +363,8 @@ fn tune(source: &InMemoryVectors, set: &AttributeSet, candidates: usize) {
             "round {round} gemm crate 1 thread: {:.1} GFLOP/s",
             flops / t / 1e9
         );
-        for kc in [128, 256, 384, 1024] {
-            for chunk_kib in [256, 768, 1536] {
+        for kc in [128, 160, 192, 256, 384] {
+            for chunk_kib in [256, 512, 1024] {
                 let b = Blocking {
                     kc,
                     chunk_bytes: chunk_kib * 1024,

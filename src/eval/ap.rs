@@ -6,12 +6,14 @@
 //! a stable sort by descending score (`np.argsort(-s, kind="stable")`), so the result never
 //! depends on the sort algorithm, the thread count or the blocking.
 //!
-//! **Method.** Only the `R` relevant candidates are sorted. Every other candidate `x` is
-//! placed among them by counting `a(x)`, the relevant candidates ranked before it, through
-//! a bucket table over the relevant scores (a monotone map score -> bucket, then a short
-//! scan inside one bucket), so the cost is `O(C + R log R)` per query instead of
-//! `O(C log C)`. The 1-based rank of the `j`-th relevant candidate (0-based `j`, ranking
-//! order) is then `#{x : a(x) <= j}` over all candidates (a relevant one has `a = j`).
+//! **Method.** Only the `R` relevant candidates are sorted. A monotone key maps scores
+//! to about `8 R` buckets spanning the relevant scores (plus one bucket below and one
+//! above them); every candidate adds one to its bucket's count, and only candidates whose
+//! bucket also holds a relevant candidate (a few percent) are compared with those
+//! relevant candidates one by one. The rank of relevant candidate `j` is then one plus
+//! the candidates of the buckets above its own plus those of its own bucket that rank
+//! before it. The cost is `O(C + R log R)` per query instead of `O(C log C)`, and the
+//! pass over the candidates has no data-dependent loads or branches on its common path.
 
 use std::cmp::Ordering;
 
@@ -19,8 +21,14 @@ use std::cmp::Ordering;
 #[derive(Debug, Default)]
 pub struct RankScratch {
     relevant: Vec<(f32, u32)>,
-    bucket_start: Vec<u32>,
+    /// Per bucket: relevant candidates in higher buckets.
+    rel_above: Vec<u32>,
+    /// Per bucket: relevant candidates in it.
+    rel_here: Vec<u32>,
+    /// `LANES` histograms of candidates per bucket.
     counts: Vec<u32>,
+    /// Per relevant candidate: candidates of its bucket ranked before it.
+    in_bucket_before: Vec<u32>,
     ranks: Vec<u32>,
 }
 
@@ -34,12 +42,35 @@ pub enum RankError {
 /// `true` when candidate `(score_a, pos_a)` ranks before `(score_b, pos_b)`.
 #[inline]
 fn ranks_before(score_a: f32, pos_a: u32, score_b: f32, pos_b: u32) -> bool {
-    score_a > score_b || (score_a == score_b && pos_a < pos_b)
+    (score_a > score_b) | ((score_a == score_b) & (pos_a < pos_b))
 }
 
-/// Histograms updated round-robin, so that runs of equal counts (every candidate below
-/// the last relevant one) do not serialise on one memory cell.
+/// Histograms updated round-robin, so that runs of candidates in one bucket (all those
+/// far below the relevant ones, say) do not serialise on one memory cell.
 const LANES: usize = 4;
+/// Candidates whose keys are computed together (a loop the compiler vectorises).
+const KEY_BATCH: usize = 64;
+
+/// The bucket map: `key(s) = trunc(clamp((s - lo) * scale + 1, 0, top))`. Every step is
+/// monotone non-decreasing in `s` (in floating point too), which is all correctness
+/// needs: a score in a strictly higher bucket is strictly higher, so only candidates of
+/// the same bucket need comparing.
+#[derive(Clone, Copy)]
+struct BucketKey {
+    lo: f32,
+    scale: f32,
+    top: f32,
+}
+
+impl BucketKey {
+    #[inline(always)]
+    fn key(&self, s: f32) -> usize {
+        // `max` first also maps NaN to 0 (NaN scores are rejected before ranking).
+        let k = ((s - self.lo) * self.scale + 1.0).max(0.0).min(self.top);
+        // SAFETY: k is finite and in [0, top], top < 2^17.
+        unsafe { k.to_int_unchecked::<u32>() as usize }
+    }
+}
 
 /// The 1-based ranks, ascending, of the candidates whose label equals `value`, when the
 /// candidates are ranked by `scores` under the tie rule of this module.
@@ -56,21 +87,21 @@ pub fn relevant_ranks<'s>(
     assert!(scores.len() < u32::MAX as usize, "too many candidates");
     let RankScratch {
         relevant,
-        bucket_start,
+        rel_above,
+        rel_here,
         counts,
+        in_bucket_before,
         ranks,
     } = scratch;
     relevant.clear();
     ranks.clear();
-    for (i, &l) in labels.iter().enumerate() {
-        if l == value {
-            relevant.push((scores[i], i as u32));
-        }
-    }
+    // The NaN scan goes first: streaming the row brings it into cache for the scattered
+    // reads of the relevant scores.
     if scores.iter().fold(false, |nan, s| nan | s.is_nan()) {
         let pos = scores.iter().position(|s| s.is_nan()).unwrap_or(0);
         return Err(RankError::NanScore(pos));
     }
+    gather_relevant(scores, labels, value, relevant);
     let r = relevant.len();
     if r == 0 {
         return Ok(ranks);
@@ -80,55 +111,125 @@ pub fn relevant_ranks<'s>(
         Some(Ordering::Equal) | None => a.1.cmp(&b.1),
         Some(o) => o,
     });
-    let hi = relevant[0].0;
-    let lo = relevant[r - 1].0;
-    // Sentinel: nothing ranks after it, so scans stop at index r without a bounds test.
-    relevant.push((f32::NEG_INFINITY, u32::MAX));
+    let (hi, lo) = (relevant[0].0, relevant[r - 1].0);
 
-    // Bucket key: monotone non-decreasing in the score (clamped at both ends), so a
-    // relevant candidate in a higher bucket always scores strictly more than a candidate
-    // in a lower one. About 8 buckets per relevant candidate keeps scans short.
-    let buckets = (8 * r).next_power_of_two().clamp(64, 1 << 16);
-    let mut scale = buckets as f32 / (hi - lo);
-    if !scale.is_finite() {
-        scale = 0.0;
-    }
-    let last = buckets - 1;
-    let key = |s: f32| (((s - lo) * scale) as usize).min(last);
-    // bucket_start[b] = relevant candidates in buckets above b = index (ranking order) of
-    // the first relevant candidate whose bucket is <= b.
-    bucket_start.clear();
-    bucket_start.resize(buckets, 0);
-    for &(s, _) in &relevant[..r] {
-        bucket_start[key(s)] += 1;
-    }
-    let mut above = 0u32;
-    for b in (0..buckets).rev() {
-        let here = bucket_start[b];
-        bucket_start[b] = above;
-        above += here;
-    }
-
-    // For every candidate x (relevant ones included), a(x) = relevant candidates ranked
-    // strictly before x; counts[a] += 1. A relevant candidate j has a = j, so the rank of
-    // relevant j is the number of candidates with a(x) <= j.
-    counts.clear();
-    counts.resize(LANES * (r + 1), 0);
-    let (relevant, bucket_start) = (&relevant[..], &bucket_start[..]);
-    for (i, &s) in scores.iter().enumerate() {
-        let pos = i as u32;
-        let mut a = bucket_start[key(s)] as usize;
-        while ranks_before(relevant[a].0, relevant[a].1, s, pos) {
-            a += 1;
+    // Interior buckets 1..=inner hold the relevant scores; 0 is below them all and
+    // inner + 1 above. About 8 buckets per relevant candidate keep the compared share
+    // small. Relevant scores whose spread overflows (infinite or huge vectors) put
+    // everything in one bucket: slow but exact.
+    let inner = (8 * r).next_power_of_two().clamp(64, 1 << 16);
+    let key = if (hi - lo).is_finite() {
+        let span = (hi - lo).max(lo.abs() * 1e-6).max(f32::MIN_POSITIVE);
+        let scale = (inner - 1) as f32 / span;
+        BucketKey {
+            lo,
+            scale: if scale.is_finite() { scale } else { f32::MAX },
+            top: (inner + 1) as f32,
         }
-        counts[(i % LANES) * (r + 1) + a] += 1;
+    } else {
+        BucketKey {
+            lo: 0.0,
+            scale: 0.0,
+            top: 0.0,
+        }
+    };
+    let nb = inner + 2;
+    rel_here.clear();
+    rel_here.resize(nb, 0);
+    for &(s, _) in relevant.iter() {
+        rel_here[key.key(s)] += 1;
     }
-    let mut at_or_before = 0u32;
-    for j in 0..r {
-        at_or_before += (0..LANES).map(|l| counts[l * (r + 1) + j]).sum::<u32>();
-        ranks.push(at_or_before);
+    rel_above.clear();
+    rel_above.resize(nb, 0);
+    let mut above = 0u32;
+    for b in (0..nb).rev() {
+        rel_above[b] = above;
+        above += rel_here[b];
+    }
+    in_bucket_before.clear();
+    in_bucket_before.resize(r, 0);
+    counts.clear();
+    counts.resize(LANES * nb, 0);
+
+    let (relevant, rel_above, rel_here) = (&relevant[..], &rel_above[..], &rel_here[..]);
+    let mut compare_in_bucket = |k: usize, s: f32, pos: usize| {
+        // Compare with the relevant candidates of this bucket (contiguous in ranking
+        // order); a relevant candidate never ranks before itself.
+        let first = rel_above[k] as usize;
+        let end = first + rel_here[k] as usize;
+        for (before, &(rs, rp)) in in_bucket_before[first..end]
+            .iter_mut()
+            .zip(&relevant[first..end])
+        {
+            *before += ranks_before(s, pos as u32, rs, rp) as u32;
+        }
+    };
+    let mut lanes = counts.chunks_exact_mut(nb);
+    let mut lane = || lanes.next().expect("counts holds LANES histograms");
+    let (c0, c1, c2, c3) = (lane(), lane(), lane(), lane());
+    let mut keys = [0u32; KEY_BATCH];
+    // Candidates of the batch whose bucket holds relevant ones, collected without a
+    // branch (about one in six on random scores: too many for a predictable branch).
+    let mut hot = [0u8; KEY_BATCH];
+    for (batch, chunk) in scores.chunks(KEY_BATCH).enumerate() {
+        for (k, &s) in keys.iter_mut().zip(chunk) {
+            *k = key.key(s) as u32;
+        }
+        let keys = &keys[..chunk.len()];
+        let mut n_hot = 0;
+        let mut quads = keys.chunks_exact(LANES);
+        for (q, quad) in (&mut quads).enumerate() {
+            for (d, (lane, &k)) in [&mut *c0, &mut *c1, &mut *c2, &mut *c3]
+                .into_iter()
+                .zip(quad)
+                .enumerate()
+            {
+                let k = k as usize;
+                lane[k] += 1;
+                hot[n_hot] = (q * LANES + d) as u8;
+                n_hot += (rel_here[k] != 0) as usize;
+            }
+        }
+        let done = keys.len() - quads.remainder().len();
+        for (d, &k) in quads.remainder().iter().enumerate() {
+            let k = k as usize;
+            c0[k] += 1;
+            hot[n_hot] = (done + d) as u8;
+            n_hot += (rel_here[k] != 0) as usize;
+        }
+        let base = batch * KEY_BATCH;
+        for &i in &hot[..n_hot] {
+            let i = i as usize;
+            compare_in_bucket(keys[i] as usize, chunk[i], base + i);
+        }
+    }
+    // rank_j = 1 + candidates in buckets above j's + those of j's bucket before it.
+    let mut j = 0;
+    let mut candidates_above = 0u32;
+    for b in (0..nb).rev() {
+        for _ in 0..rel_here[b] {
+            ranks.push(1 + candidates_above + in_bucket_before[j]);
+            j += 1;
+        }
+        candidates_above += (0..LANES).map(|l| counts[l * nb + b]).sum::<u32>();
     }
     Ok(ranks)
+}
+
+/// Appends `(score, position)` of every candidate labelled `value`. Labels are tested a
+/// block at a time without branches; most blocks hold no match.
+fn gather_relevant(scores: &[f32], labels: &[u16], value: u16, out: &mut Vec<(f32, u32)>) {
+    const BLOCK: usize = 32;
+    for (b, chunk) in labels.chunks(BLOCK).enumerate() {
+        if chunk.iter().fold(false, |any, &l| any | (l == value)) {
+            for (i, &l) in chunk.iter().enumerate() {
+                if l == value {
+                    let pos = b * BLOCK + i;
+                    out.push((scores[pos], pos as u32));
+                }
+            }
+        }
+    }
 }
 
 /// Average precision from the ascending 1-based ranks of the relevant candidates:
@@ -340,6 +441,15 @@ pub(crate) mod tests {
             ranks(&scores, &labels, 1),
             reference_ranks(&scores, &labels, 1)
         );
+        // Infinite scores among the candidates, then among the relevant ones.
+        let inf = f32::INFINITY;
+        let scores = [inf, 0.25, -inf, 0.5, 0.25, inf, -inf, 0.75];
+        for labels in [[0, 1, 0, 1, 1, 0, 0, 1], [1, 1, 0, 0, 1, 1, 1, 0]] {
+            assert_eq!(
+                ranks(&scores, &labels, 1),
+                reference_ranks(&scores, &labels, 1)
+            );
+        }
     }
 
     #[test]

@@ -5,9 +5,15 @@
 //! micro-kernel reads sequentially: candidates in panels of [`NR`] rows stored k-major
 //! (`[panel][k][NR]`), queries in panels of [`MR`] rows (`[panel][k][MR]`). Gathering
 //! and packing are one pass, so candidate rows may be any subset of a memory-mapped
-//! matrix. The micro-kernel keeps an `MR x NR` tile of scores in registers over the whole
-//! dimension; candidates are walked in chunks that stay in L2 while every query panel of
-//! the block streams past them.
+//! matrix.
+//!
+//! Blocking follows the usual sgemm plan, with the candidates as the vector operand: a
+//! candidate micro-panel of `kc` dimensions (`kc x NR` floats) stays in L1 while every
+//! query micro-panel of the block streams past it from L2 (`MR` broadcasts per step,
+//! against `NR` vector loads per step if the roles were swapped). Candidates are walked
+//! in chunks whose score columns (`block x chunk` floats) stay in L2, so the partial sums
+//! carried between `kc` slabs never go to memory. The micro-kernel reads and writes its
+//! `MR x NR` tile directly in the score rows.
 //!
 //! Kernels: AVX-512 (chosen at run time), AVX2+FMA, and a portable one. They sum in the
 //! same order; the portable one rounds the product before adding (no FMA), so scores can
@@ -19,11 +25,11 @@ use rayon::prelude::*;
 pub const MR: usize = 8;
 /// Candidate rows per micro-tile (three AVX-512 vectors).
 pub const NR: usize = 48;
-/// Bytes of packed candidates processed against all query panels before moving on;
-/// sized to stay in a 1-2 MiB L2 beside the query panels.
-const CHUNK_BYTES: usize = 768 * 1024;
-/// Dimensions per micro-kernel pass: keeps a query micro-panel in L1.
-const DEFAULT_KC: usize = 384;
+/// Bytes of score columns (`block x chunk` floats) kept in L2 across the `kc` slabs.
+const CHUNK_BYTES: usize = 512 * 1024;
+/// Dimensions per slab: a candidate micro-panel of `kc x NR` floats (36 KiB) stays in a
+/// 48 KiB L1.
+const DEFAULT_KC: usize = 192;
 
 /// f32 storage aligned to 64 bytes, so that packed panels never straddle cache lines.
 #[derive(Debug, Default)]
@@ -36,13 +42,17 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     /// Resizes to `len` zeros (contents are not kept).
     pub fn reset(&mut self, len: usize) {
-        if self.raw.len() < len + 16 {
+        let fresh = self.raw.len() < len + 16;
+        if fresh {
+            // Zeroed by the allocator (fresh pages), so no second pass over it.
             self.raw = vec![0.0; len + 16];
         }
         let addr = self.raw.as_ptr() as usize;
         self.offset = ((64 - addr % 64) % 64) / 4;
         self.len = len;
-        self.as_mut_slice().fill(0.0);
+        if !fresh {
+            self.as_mut_slice().fill(0.0);
+        }
     }
     pub fn as_slice(&self) -> &[f32] {
         &self.raw[self.offset..self.offset + self.len]
@@ -86,16 +96,23 @@ impl PackedCandidates {
 }
 
 /// Writes `rows` (at most `width`) into a k-major panel `[dim][width]`, zero-padded.
+/// Dimensions go 16 at a time (one cache line of each row), so the writes of a step
+/// stay within a few KiB instead of striding over the whole panel.
 fn pack_panel(matrix: &[f32], dim: usize, rows: &[usize], width: usize, panel: &mut [f32]) {
-    for (j, &row) in rows.iter().enumerate() {
-        let src = &matrix[row * dim..(row + 1) * dim];
-        for (k, &v) in src.iter().enumerate() {
-            panel[k * width + j] = v;
+    const STEP: usize = 16;
+    for k0 in (0..dim).step_by(STEP) {
+        let k1 = (k0 + STEP).min(dim);
+        let dst = &mut panel[k0 * width..k1 * width];
+        for (j, &row) in rows.iter().enumerate() {
+            let src = &matrix[row * dim + k0..row * dim + k1];
+            for (d, &v) in dst.iter_mut().skip(j).step_by(width).zip(src) {
+                *d = v;
+            }
         }
     }
 }
 
-/// Packs query rows into `buf` as `[panel][dim][MR]`; returns the number of rows packed.
+/// Packs query rows into `buf` as `[panel][dim][MR]`, zero-padded to whole panels.
 pub fn pack_queries(matrix: &[f32], dim: usize, rows: &[usize], buf: &mut AlignedBuf) {
     let panel_len = dim * MR;
     buf.reset(rows.len().div_ceil(MR) * panel_len);
@@ -112,9 +129,10 @@ pub fn pack_queries(matrix: &[f32], dim: usize, rows: &[usize], buf: &mut Aligne
 }
 
 type Tile = [[f32; NR]; MR];
-/// `(query panel, candidate panel, steps, tile, accumulate)`: the tile of products over
-/// `steps` dimensions, added to the tile's contents when `accumulate`.
-type MicroKernel = unsafe fn(*const f32, *const f32, usize, &mut Tile, bool);
+/// `(query part, candidate part, steps, tile, tile row stride, accumulate)`: the `MR x NR`
+/// tile of products over `steps` dimensions, written at `tile` (rows `stride` floats
+/// apart), added to what is there when `accumulate`.
+type MicroKernel = unsafe fn(*const f32, *const f32, usize, *mut f32, usize, bool);
 
 /// Scores `queries` (packed by [`pack_queries`], `nq` rows) against every candidate into
 /// `out` (`nq x candidates.count()`, row-major). Single-threaded: callers parallelise
@@ -131,10 +149,9 @@ pub fn score_block(
 /// Cache blocking of [`score_block_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blocking {
-    /// Dimensions per micro-kernel pass (a query micro-panel of `MR x kc` stays in L1).
+    /// Dimensions per slab (a candidate micro-panel of `kc x NR` floats stays in L1).
     pub kc: usize,
-    /// Bytes of candidate panels (`kc` dimensions each) kept in L2 while every query
-    /// panel of the block passes.
+    /// Bytes of score columns (`block x chunk` floats) kept in L2 across the slabs.
     pub chunk_bytes: usize,
 }
 
@@ -170,32 +187,63 @@ pub fn score_block_with(
     let kc = blocking.kc.clamp(1, dim);
     let q_panels = queries.as_slice();
     let c_panels = candidates.panels.as_slice();
-    let chunk_panels = (blocking.chunk_bytes / (kc * NR * 4)).max(1);
+    let chunk_panels = (blocking.chunk_bytes / (nq * NR * 4)).max(1);
     let n_panels = n.div_ceil(NR);
-    let mut tile: Tile = [[0.0; NR]; MR];
+    // Edge tiles (fewer than MR rows or NR columns) go through this buffer.
+    let mut edge: Tile = [[0.0; NR]; MR];
     for chunk_start in (0..n_panels).step_by(chunk_panels) {
         let chunk_end = (chunk_start + chunk_panels).min(n_panels);
         for k0 in (0..dim).step_by(kc) {
             let steps = kc.min(dim - k0);
-            for (qp, q_panel) in q_panels.chunks_exact(dim * MR).enumerate() {
-                let q0 = qp * MR;
-                let rows = MR.min(nq - q0);
-                let q_part = &q_panel[k0 * MR..(k0 + steps) * MR];
-                for cp in chunk_start..chunk_end {
-                    let c_panel = &c_panels[cp * dim * NR..(cp + 1) * dim * NR];
-                    let c_part = &c_panel[k0 * NR..(k0 + steps) * NR];
-                    let c0 = cp * NR;
-                    let cols = NR.min(n - c0);
-                    if k0 > 0 {
-                        for (i, tile_row) in tile.iter_mut().enumerate().take(rows) {
+            let accumulate = k0 > 0;
+            for cp in chunk_start..chunk_end {
+                let c_panel = &c_panels[cp * dim * NR..(cp + 1) * dim * NR];
+                let c_part = &c_panel[k0 * NR..(k0 + steps) * NR];
+                let c0 = cp * NR;
+                let cols = NR.min(n - c0);
+                for (qp, q_panel) in q_panels.chunks_exact(dim * MR).enumerate() {
+                    let q0 = qp * MR;
+                    let rows = MR.min(nq - q0);
+                    let q_part = &q_panel[k0 * MR..(k0 + steps) * MR];
+                    if rows == MR && cols == NR {
+                        let start = q0 * n + c0;
+                        // The tile's last element, (q0 + MR - 1) * n + c0 + NR - 1, is in
+                        // `out`: the last row starts at most `nq - 1` rows in and the
+                        // full tile ends at most at column `n`.
+                        let tile = &mut out[start..start + (MR - 1) * n + NR];
+                        // SAFETY: the parts hold `steps` steps of MR / NR floats and the
+                        // tile slice covers MR rows of NR floats at stride n (bounds
+                        // checked by the slicing above); `kernel` suits this CPU.
+                        unsafe {
+                            kernel(
+                                q_part.as_ptr(),
+                                c_part.as_ptr(),
+                                steps,
+                                tile.as_mut_ptr(),
+                                n,
+                                accumulate,
+                            )
+                        };
+                        continue;
+                    }
+                    if accumulate {
+                        for (i, tile_row) in edge.iter_mut().enumerate().take(rows) {
                             let start = (q0 + i) * n + c0;
                             tile_row[..cols].copy_from_slice(&out[start..start + cols]);
                         }
                     }
-                    // SAFETY: both parts hold `steps` steps of MR / NR floats (checked by
-                    // the slice bounds above), and `kernel` was chosen for this CPU.
-                    unsafe { kernel(q_part.as_ptr(), c_part.as_ptr(), steps, &mut tile, k0 > 0) };
-                    for (i, tile_row) in tile.iter().enumerate().take(rows) {
+                    // SAFETY: as above, with the edge buffer (MR rows of NR floats).
+                    unsafe {
+                        kernel(
+                            q_part.as_ptr(),
+                            c_part.as_ptr(),
+                            steps,
+                            edge.as_mut_ptr() as *mut f32,
+                            NR,
+                            accumulate,
+                        )
+                    };
+                    for (i, tile_row) in edge.iter().enumerate().take(rows) {
                         let start = (q0 + i) * n + c0;
                         out[start..start + cols].copy_from_slice(&tile_row[..cols]);
                     }
@@ -225,10 +273,17 @@ unsafe fn kernel_body<const FUSED: bool>(
     q: *const f32,
     c: *const f32,
     dim: usize,
-    tile: &mut Tile,
+    tile: *mut f32,
+    stride: usize,
     accumulate: bool,
 ) {
-    let mut acc: Tile = if accumulate { *tile } else { [[0.0; NR]; MR] };
+    let mut acc: Tile = [[0.0; NR]; MR];
+    if accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller passes MR rows of NR floats at `stride`.
+            *row = unsafe { *(tile.add(i * stride) as *const [f32; NR]) };
+        }
+    }
     for p in 0..dim {
         // SAFETY: the caller passes panels of `dim` steps.
         let cv = unsafe { &*(c.add(p * NR) as *const [f32; NR]) };
@@ -243,30 +298,54 @@ unsafe fn kernel_body<const FUSED: bool>(
             }
         }
     }
-    *tile = acc;
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { *(tile.add(i * stride) as *mut [f32; NR]) = *row };
+    }
 }
 
-unsafe fn kernel_portable(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile, acc: bool) {
+unsafe fn kernel_portable(
+    q: *const f32,
+    c: *const f32,
+    dim: usize,
+    tile: *mut f32,
+    stride: usize,
+    acc: bool,
+) {
     // SAFETY: forwarded contract.
-    unsafe { kernel_body::<false>(q, c, dim, tile, acc) }
+    unsafe { kernel_body::<false>(q, c, dim, tile, stride, acc) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile, acc: bool) {
+unsafe fn kernel_avx2_fma(
+    q: *const f32,
+    c: *const f32,
+    dim: usize,
+    tile: *mut f32,
+    stride: usize,
+    acc: bool,
+) {
     // SAFETY: forwarded contract; the CPU has AVX2 and FMA (checked by select_kernel).
-    unsafe { kernel_body::<true>(q, c, dim, tile, acc) }
+    unsafe { kernel_body::<true>(q, c, dim, tile, stride, acc) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel_avx2_fma(q: *const f32, c: *const f32, dim: usize, tile: &mut Tile, acc: bool) {
+unsafe fn kernel_avx2_fma(
+    q: *const f32,
+    c: *const f32,
+    dim: usize,
+    tile: *mut f32,
+    stride: usize,
+    acc: bool,
+) {
     // SAFETY: forwarded contract.
-    unsafe { kernel_body::<true>(q, c, dim, tile, acc) }
+    unsafe { kernel_body::<true>(q, c, dim, tile, stride, acc) }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Tile, MR, NR};
+    use super::{MR, NR};
     use std::arch::x86_64::*;
 
     /// Vectors of 16 floats per tile row.
@@ -279,15 +358,16 @@ mod avx512 {
         q: *const f32,
         c: *const f32,
         dim: usize,
-        tile: &mut Tile,
+        tile: *mut f32,
+        stride: usize,
         accumulate: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         if accumulate {
-            for (a, row) in acc.iter_mut().zip(tile.iter()) {
+            for (i, a) in acc.iter_mut().enumerate() {
                 for (v, x) in a.iter_mut().enumerate() {
-                    // SAFETY: each tile row holds NR = 16 * NV floats.
-                    *x = unsafe { _mm512_loadu_ps(row.as_ptr().add(16 * v)) };
+                    // SAFETY: the caller passes MR rows of NR = 16 * NV floats at `stride`.
+                    *x = unsafe { _mm512_loadu_ps(tile.add(i * stride + 16 * v)) };
                 }
             }
         }
@@ -307,10 +387,10 @@ mod avx512 {
                 }
             }
         }
-        for (row, a) in tile.iter_mut().zip(acc.iter()) {
+        for (i, a) in acc.iter().enumerate() {
             for (v, x) in a.iter().enumerate() {
-                // SAFETY: each tile row holds NR = 16 * NV floats.
-                unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), *x) };
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(tile.add(i * stride + 16 * v), *x) };
             }
         }
     }
@@ -342,8 +422,18 @@ impl MicroKernelFn {
     pub fn tile(&self, q_panel: &[f32], c_panel: &[f32], dim: usize) -> Tile {
         assert!(q_panel.len() >= dim * MR && c_panel.len() >= dim * NR);
         let mut tile = [[0.0; NR]; MR];
-        // SAFETY: lengths checked above; the kernel was detected for this CPU.
-        unsafe { (self.0)(q_panel.as_ptr(), c_panel.as_ptr(), dim, &mut tile, false) };
+        // SAFETY: lengths checked above; the tile is MR rows of NR floats; the kernel
+        // was detected for this CPU.
+        unsafe {
+            (self.0)(
+                q_panel.as_ptr(),
+                c_panel.as_ptr(),
+                dim,
+                tile.as_mut_ptr() as *mut f32,
+                NR,
+                false,
+            )
+        };
         tile
     }
 }
@@ -390,6 +480,8 @@ mod tests {
             (1, 5, 1, 1),
             (33, 40, 12, 32),
             (600, 60, 14, 40),
+            (40, 200, 16, 96),
+            (1024, 120, 24, 144),
         ] {
             let matrix: Vec<f32> = (0..rows * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let q: Vec<usize> = (0..nq).map(|_| rng.gen_range(0..rows)).collect();
@@ -414,7 +506,8 @@ mod tests {
                 score_block_with(&qbuf, nq, &packed, &mut out, blocking);
                 for (got, want) in out.iter().zip(&want) {
                     assert!(
-                        (*got as f64 - want).abs() < 1e-4,
+                        (*got as f64 - want).abs()
+                            < 1e-5 * (1.0 + want.abs()) * (dim as f64).sqrt(),
                         "{blocking:?}: {got} vs {want}"
                     );
                 }
