@@ -3,9 +3,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::index::GraphArgs;
 use super::Output;
 use tailor::embed::{self, EmbedOptions, Shard};
-use tailor::index::{BuildParams, CompactKind};
 use tailor::model::{self, Model};
 
 #[derive(Args, Debug)]
@@ -34,14 +34,8 @@ pub struct EmbedArgs {
     /// Fail when more than this fraction of the items is rejected (bad images).
     #[arg(long, default_value_t = 0.01)]
     max_reject_rate: f64,
-    /// Graph neighbours per node.
-    #[arg(long, default_value_t = 16)]
-    m: usize,
-    #[arg(long, default_value_t = 200)]
-    ef_construction: usize,
-    /// Compact copy for the graph walk: none, f16 or int8.
-    #[arg(long, default_value = "int8")]
-    compact: CompactKind,
+    #[command(flatten)]
+    graph: GraphArgs,
     /// Seconds between checkpoints (fsync of the staged rows); 0 = after every batch.
     #[arg(long, default_value_t = 2.0)]
     checkpoint_secs: f64,
@@ -59,12 +53,7 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         batch: args.batch,
         shard: args.shard.as_deref().map(Shard::parse).transpose()?,
         max_reject_rate: args.max_reject_rate,
-        params: BuildParams {
-            m: args.m,
-            ef_construction: args.ef_construction,
-            compact: args.compact,
-            ..BuildParams::default()
-        },
+        params: args.graph.params(),
         work_dir: args.work_dir,
         model_path: args.model.clone(),
         checkpoint_every: std::time::Duration::from_secs_f64(args.checkpoint_secs.max(0.0)),

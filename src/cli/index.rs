@@ -26,14 +26,8 @@ pub enum IndexCommand {
         /// Index directory (created; an index already there is replaced atomically).
         #[arg(long)]
         out: PathBuf,
-        /// Graph neighbours per node (level 0 keeps 2*m).
-        #[arg(long, default_value_t = 16)]
-        m: usize,
-        #[arg(long, default_value_t = 200)]
-        ef_construction: usize,
-        /// Compact copy for the graph walk: none, f16 or int8.
-        #[arg(long, default_value = "int8")]
-        compact: CompactKind,
+        #[command(flatten)]
+        graph: GraphArgs,
         /// Catalog whose labels to store for filtering (items matched by id).
         #[arg(long)]
         catalog: Option<PathBuf>,
@@ -75,13 +69,8 @@ pub enum IndexCommand {
         /// Index directory to publish.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 16)]
-        m: usize,
-        #[arg(long, default_value_t = 200)]
-        ef_construction: usize,
-        /// Compact copy for the graph walk: none, f16 or int8.
-        #[arg(long, default_value = "int8")]
-        compact: CompactKind,
+        #[command(flatten)]
+        graph: GraphArgs,
     },
     /// Write one attribute's vectors and their ids (same row order).
     Export {
@@ -98,15 +87,39 @@ pub enum IndexCommand {
     },
 }
 
+/// Graph parameters shared by every command that builds graphs (index build and merge,
+/// embed).
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// Graph neighbours per node (level 0 keeps 2*m).
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    /// Candidate list size while inserting.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// Compact copy for the graph walk: none, f16 or int8.
+    #[arg(long, default_value = "int8")]
+    compact: CompactKind,
+}
+
+impl GraphArgs {
+    pub fn params(&self) -> BuildParams {
+        BuildParams {
+            m: self.m,
+            ef_construction: self.ef_construction,
+            compact: self.compact,
+            ..BuildParams::default()
+        }
+    }
+}
+
 pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
     match cmd {
         IndexCommand::Build {
             vectors,
             ids,
             out: dir,
-            m,
-            ef_construction,
-            compact,
+            graph,
             catalog,
             model,
         } => {
@@ -121,13 +134,7 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
                 })
                 .transpose()?;
             let input = build_input(ids, &mats, labels, model);
-            let params = BuildParams {
-                m,
-                ef_construction,
-                compact,
-                ..BuildParams::default()
-            };
-            let summary = index::build(&dir, &input, &params, out.progress)?;
+            let summary = index::build(&dir, &input, &graph.params(), out.progress)?;
             print_summary(out, &summary, "built")
         }
         IndexCommand::Add {
@@ -174,17 +181,9 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
         IndexCommand::Merge {
             segments,
             out: dest,
-            m,
-            ef_construction,
-            compact,
+            graph,
         } => {
-            let params = BuildParams {
-                m,
-                ef_construction,
-                compact,
-                ..BuildParams::default()
-            };
-            let summary = index::merge(&dest, &segments, &params, out.progress)?;
+            let summary = index::merge(&dest, &segments, &graph.params(), out.progress)?;
             print_summary(out, &summary, "merged")
         }
         IndexCommand::Verify { dir } => {
