@@ -197,9 +197,10 @@ fn round_trip_and_exact_search() {
 /// Recall floors for the graph search. Data: 4,000 points, 24-d, 12-cluster Gaussian
 /// mixture with noise as large as the centres (overlapping clusters), M=12, efC=100,
 /// 200 held-out queries from the same mixture. Measured recall@10 (f32 / int8 / f16
-/// walks): 0.996 / 0.996 / 0.996 at ef=32 and 0.998 / 0.9985 / 0.999 at ef=64. The floors
-/// leave ~0.02-0.03 for hnsw_rs's nondeterministic parallel insertion and still fail on a
-/// broken export or walk (queries from another mixture already drop recall to ~0.96).
+/// walks), hnsw_rs builder: 0.996 / 0.996 / 0.996 at ef=32 and 0.998 / 0.9985 / 0.999 at
+/// ef=64; native builder: see the test's output. The floors leave ~0.02-0.03 for the
+/// nondeterministic parallel insertion and still fail on a broken build or walk (queries
+/// from another mixture already drop recall to ~0.96).
 const FLOOR_EF32: f64 = 0.97;
 const FLOOR_EF64: f64 = 0.98;
 

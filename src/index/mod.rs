@@ -2,8 +2,8 @@
 //! compact f16/int8 copy), a flat HNSW graph per attribute, an id table, optional
 //! labels and tombstones, all named by `manifest.json`, the commit point.
 //!
-//! Build with [`build`] (graphs from hnsw_rs's parallel insertion, exported to the flat
-//! layout), open with [`Index::open`] (maps files and checks headers; reads no vectors),
+//! Build with [`build`] (graphs from the native parallel HNSW builder, written in the
+//! flat layout), open with [`Index::open`] (maps files and checks headers; reads no vectors),
 //! search with [`Index::search`] / [`Index::search_exact`], update with [`add`] and
 //! [`remove`], rebuild without removed items with [`compact`]. The byte layout is in
 //! `index-format.md`.
@@ -13,6 +13,7 @@ pub mod distance;
 pub mod exact;
 pub mod format;
 pub mod graph;
+mod hnsw;
 pub mod manifest;
 mod merge;
 pub mod store;
