@@ -100,9 +100,59 @@ pub struct RemoveSummary {
     pub live: usize,
 }
 
+/// File in an index directory that writers hold an exclusive lock on (`flock`) while
+/// they change the index. Not part of the index; readers ignore it.
+pub const WRITER_LOCK_FILE: &str = "writer.lock";
+
+/// The exclusive writer lock of an index directory; released on drop, and by the kernel
+/// when the process dies (so a killed writer never leaves a stale lock).
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+/// Takes the writer lock of `dir` without waiting: [`Error::Locked`] if another writer
+/// (process or handle) holds it.
+pub fn lock_writer(dir: &Path) -> Result<WriterLock> {
+    if !dir.is_dir() {
+        return Err(Error::Invalid {
+            path: dir.to_path_buf(),
+            reason: "no such index directory".into(),
+        });
+    }
+    let path = dir.join(WRITER_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(WriterLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 /// Builds an index of `input` into `out_dir` (created if needed) and publishes it
 /// atomically; an index already there stays readable until the new manifest is in place.
+/// Holds the directory's writer lock throughout.
 pub fn build(
+    out_dir: &Path,
+    input: &BuildInput,
+    params: &BuildParams,
+    progress: ProgressMode,
+) -> Result<BuildSummary> {
+    check_params(params)?;
+    check_ids(&input.ids, &HashSet::new())?;
+    check_attributes(input, None)?;
+    std::fs::create_dir_all(out_dir).at(out_dir)?;
+    let _lock = lock_writer(out_dir)?;
+    build_locked(out_dir, input, params, progress)
+}
+
+fn build_locked(
     out_dir: &Path,
     input: &BuildInput,
     params: &BuildParams,
@@ -114,7 +164,6 @@ pub fn build(
     check_ids(&input.ids, &HashSet::new())?;
     check_attributes(input, None)?;
     let label_values = label_values(input.labels.as_ref(), n, out_dir)?;
-    std::fs::create_dir_all(out_dir).at(out_dir)?;
     let gen = next_generation(out_dir);
     let mut files: Vec<FileEntry> = Vec::new();
     let ids_name = name(gen, "ids");
@@ -193,6 +242,7 @@ pub fn build(
 /// index has labels, the same schema (labels may be omitted: new items are unlabelled).
 pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<BuildSummary> {
     let start = Instant::now();
+    let _lock = lock_writer(dir)?;
     let index = Index::open(dir)?;
     let old = index.manifest().clone();
     let n_old = index.len();
@@ -326,6 +376,7 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
 /// Marks items removed (tombstones): searches no longer return them. The vectors and
 /// graphs are kept (and reused by the new generation) until [`compact`] rebuilds.
 pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
+    let _lock = lock_writer(dir)?;
     let index = Index::open(dir)?;
     let n = index.len();
     let mut words = tombstone_words(&index, n);
@@ -374,6 +425,7 @@ pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
 
 /// Rebuilds the index without its removed items (fresh graphs, same parameters).
 pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
+    let _lock = lock_writer(dir)?;
     let index = Index::open(dir)?;
     let live: Vec<usize> = (0..index.len()).filter(|&r| !index.is_removed(r)).collect();
     let ids: Vec<String> = live.iter().map(|&r| index.id(r).to_string()).collect();
@@ -421,7 +473,7 @@ pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
         labels,
         model,
     };
-    build(dir, &input, &params, progress)
+    build_locked(dir, &input, &params, progress)
 }
 
 fn check_params(p: &BuildParams) -> Result<()> {
