@@ -107,7 +107,15 @@ pub const WRITER_LOCK_FILE: &str = "writer.lock";
 /// The exclusive writer lock of an index directory; released on drop, and by the kernel
 /// when the process dies (so a killed writer never leaves a stale lock).
 pub struct WriterLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Unlock explicitly: a child forked by another thread meanwhile shares the open
+        // file (until its exec closes it), and closing ours alone would leave it locked.
+        let _ = self.file.unlock();
+    }
 }
 
 /// Takes the writer lock of `dir` without waiting: [`Error::Locked`] if another writer
@@ -127,7 +135,7 @@ pub fn lock_writer(dir: &Path) -> Result<WriterLock> {
         .open(&path)
         .at(&path)?;
     match file.try_lock() {
-        Ok(()) => Ok(WriterLock { _file: file }),
+        Ok(()) => Ok(WriterLock { file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
             dir: dir.to_path_buf(),
         }),
@@ -152,7 +160,7 @@ pub fn build(
     build_locked(out_dir, input, params, progress)
 }
 
-fn build_locked(
+pub(super) fn build_locked(
     out_dir: &Path,
     input: &BuildInput,
     params: &BuildParams,
@@ -330,14 +338,12 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
             )?);
         }
         let t = Instant::now();
-        let old_graph = index.attr(&a.name)?.graph.to_mem()?;
         let builder = HnswBuilder::extend(
-            &old_graph,
+            &index.attr(&a.name)?.graph,
             Rows::split(old_rows, &new_rows, dim),
             params.ef_construction,
             &levels,
-        );
-        drop(old_graph);
+        )?;
         let bar = Progress::new(&format!("{}: inserting", a.name), n_new as u64, progress);
         builder.insert_from(n_old, &bar);
         bar.finish();
@@ -423,57 +429,18 @@ pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
     })
 }
 
-/// Rebuilds the index without its removed items (fresh graphs, same parameters).
+/// Rebuilds the index without its removed items (fresh graphs, same parameters). The
+/// live rows are staged in files beside the index and mapped, as in [`super::merge`].
 pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
     let _lock = lock_writer(dir)?;
-    let index = Index::open(dir)?;
-    let live: Vec<usize> = (0..index.len()).filter(|&r| !index.is_removed(r)).collect();
-    let ids: Vec<String> = live.iter().map(|&r| index.id(r).to_string()).collect();
-    let mut owned: Vec<(String, usize, Vec<f32>)> = Vec::new();
-    for attr in index.attributes() {
-        let dim = index.dim(attr)?;
-        let rows = index.vectors(attr)?;
-        let mut v = Vec::with_capacity(live.len() * dim);
-        for &r in &live {
-            v.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
-        }
-        owned.push((attr.clone(), dim, v));
-    }
-    let labels = index.schema().map(|schema| {
-        let mut l = Labels::new(live.len(), schema.len());
-        for (i, &r) in live.iter().enumerate() {
-            for a in 0..schema.len() {
-                l.set(i, a, index.label(r, a));
-            }
-        }
-        ItemLabels {
-            schema: schema.clone(),
-            labels: l,
-        }
-    });
-    let m = index.manifest();
+    let m = Manifest::read(dir)?;
     let params = BuildParams {
         m: m.params.m,
         ef_construction: m.params.ef_construction,
         compact: m.params.compact,
         seed: m.generation,
     };
-    let model = m.model.clone();
-    drop(index);
-    let input = BuildInput {
-        ids,
-        attributes: owned
-            .iter()
-            .map(|(name, dim, rows)| AttributeInput {
-                name: name.clone(),
-                dim: *dim,
-                rows,
-            })
-            .collect(),
-        labels,
-        model,
-    };
-    build_locked(dir, &input, &params, progress)
+    super::merge::merge_locked(dir, &[dir.to_path_buf()], &params, progress)
 }
 
 fn check_params(p: &BuildParams) -> Result<()> {

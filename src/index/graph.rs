@@ -315,15 +315,35 @@ impl MappedGraph {
         Ok(&block[1..1 + n])
     }
 
-    /// Reads the whole graph into memory (for extending it).
+    /// Reads the whole graph into memory (for extending it), checking it as
+    /// [`MappedGraph::check`] does.
     pub fn to_mem(&self) -> Result<MemGraph> {
         let mut g = MemGraph::new(self.m, self.m0);
+        self.each_list(|node, level, l, list| {
+            if l == 0 {
+                g.push_node(level);
+            }
+            g.set_neighbours(node, l, list);
+        })?;
+        g.entry = self.entry()?;
+        Ok(g)
+    }
+
+    /// Checks every list (degree, ids in range, level-l lists naming only nodes of level
+    /// >= l) in one pass over the mapped file, holding nothing in memory.
+    pub fn check(&self) -> Result<()> {
+        self.each_list(|_, _, _, _| {})?;
+        self.entry().map(|_| ())
+    }
+
+    /// Calls `f(node, node_level, level, list)` for every list, nodes in order and levels
+    /// from 0 up, after checking the list.
+    pub(super) fn each_list(&self, mut f: impl FnMut(u32, usize, usize, &[u32])) -> Result<()> {
         for node in 0..self.count as u32 {
             let level = self.level(node)?;
             if level > MAX_LEVEL {
                 return Err(self.corrupt(format!("node {node} has level {level} > {MAX_LEVEL}")));
             }
-            g.push_node(level);
             for l in 0..=level {
                 let list = self.neighbours(node, l)?;
                 if let Some(&bad) = list.iter().find(|&&n| n as usize >= self.count) {
@@ -336,11 +356,10 @@ impl MappedGraph {
                         )));
                     }
                 }
-                g.set_neighbours(node, l, list);
+                f(node, level, l, list);
             }
         }
-        g.entry = self.entry()?;
-        Ok(g)
+        Ok(())
     }
 }
 

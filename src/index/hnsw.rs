@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use parking_lot::Mutex;
 
 use super::distance::{dot_f32, prefetch};
-use super::graph::{GraphRead, MemGraph, Sim, Visited, MAX_LEVEL};
+use super::graph::{GraphRead, MappedGraph, MemGraph, Sim, Visited, MAX_LEVEL};
+use crate::error::Result;
 use crate::progress::Progress;
 
 /// The rows being linked, `dim` floats each: one slice, or (when extending an index) the
@@ -186,25 +187,25 @@ impl<'a> HnswBuilder<'a> {
         }
     }
 
-    /// `graph`'s nodes and links, followed by new unlinked nodes with `new_levels`;
-    /// `rows` covers both.
+    /// `graph`'s nodes and links (checked while read, straight from the mapped file),
+    /// followed by new unlinked nodes with `new_levels`; `rows` covers both.
     pub fn extend(
-        graph: &MemGraph,
+        graph: &MappedGraph,
         rows: Rows<'a>,
         ef_construction: usize,
         new_levels: &[usize],
-    ) -> HnswBuilder<'a> {
+    ) -> Result<HnswBuilder<'a>> {
         let old = graph.node_count();
-        let mut levels: Vec<usize> = (0..old as u32).map(|i| graph.level(i)).collect();
-        levels.extend_from_slice(new_levels);
-        let b = HnswBuilder::new(rows, graph.m, graph.m0, ef_construction, &levels);
+        let mut levels = Vec::with_capacity(old + new_levels.len());
         for node in 0..old as u32 {
-            for l in 0..=graph.level(node) {
-                Links::store(b.links.block(node, l), graph.list(node, l));
-            }
+            levels.push(graph.level(node)?);
         }
-        *b.links.entry.lock() = graph.entry;
-        b
+        levels.extend_from_slice(new_levels);
+        let (m, m0) = graph.degrees();
+        let b = HnswBuilder::new(rows, m, m0, ef_construction, &levels);
+        graph.each_list(|node, _, l, list| Links::store(b.links.block(node, l), list))?;
+        *b.links.entry.lock() = graph.entry()?;
+        Ok(b)
     }
 
     /// Links nodes `from..` into the graph, on the threads of the current rayon pool.
@@ -531,8 +532,12 @@ mod tests {
         let (old, new) = base.split_at(1000 * dim);
         let lv = levels(n, 8, 2);
         let g = build(Rows::new(old, dim), 8, &lv[..1000], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.graph");
+        g.write(&path).unwrap();
+        let mapped = MappedGraph::open(&path).unwrap();
         let rows = Rows::split(old, new, dim);
-        let b = HnswBuilder::extend(&g, rows, 64, &lv[1000..]);
+        let b = HnswBuilder::extend(&mapped, rows, 64, &lv[1000..]).unwrap();
         let bar = Progress::new("t", 500, ProgressMode::Quiet);
         b.insert_from(1000, &bar);
         let g2 = b.into_graph();

@@ -524,7 +524,7 @@ impl Index {
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = verify_dir(&self.dir)?;
         for a in &self.attrs {
-            if let Err(e) = a.graph.to_mem() {
+            if let Err(e) = a.graph.check() {
                 report.problems.push(e.to_string());
             }
         }
