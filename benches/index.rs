@@ -159,24 +159,49 @@ impl SystemResult {
 
 /// Resident bytes of this process's mappings of files under `dir` (from smaps).
 fn resident_of(dir: &Path) -> u64 {
+    resident_by_file(dir).iter().map(|x| x.1).sum()
+}
+
+/// Resident bytes per mapped file under `dir` (from /proc/self/smaps `Rss`).
+fn resident_by_file(dir: &Path) -> Vec<(String, u64)> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let dir = dir.to_string_lossy().to_string();
-    let mut total = 0;
-    let mut inside = false;
+    let mut out: Vec<(String, u64)> = Vec::new();
+    let mut current: Option<String> = None;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            inside = line.contains(&dir);
-        } else if inside && line.starts_with("Rss:") {
+            current = line
+                .split_whitespace()
+                .last()
+                .filter(|p| p.contains(&dir))
+                .and_then(|p| Path::new(p).file_name())
+                .map(|f| f.to_string_lossy().to_string());
+        } else if let (Some(file), true) = (&current, line.starts_with("Rss:")) {
             let kb: u64 = line
                 .split_whitespace()
                 .nth(1)
                 .and_then(|x| x.parse().ok())
                 .unwrap_or(0);
-            total += kb * 1024;
+            match out.iter_mut().find(|x| &x.0 == file) {
+                Some(x) => x.1 += kb * 1024,
+                None => out.push((file.clone(), kb * 1024)),
+            }
         }
     }
-    total
+    out.sort();
+    out
+}
+
+/// Drops the (clean, fsynced) files of `dir` from the page cache.
+fn evict(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    for e in std::fs::read_dir(dir).expect("index dir").flatten() {
+        if let Ok(f) = std::fs::File::open(e.path()) {
+            // SAFETY: plain syscall on a valid open descriptor.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
 }
 
 fn write_ids_npy(path: &Path, gt: &[Vec<usize>]) {
@@ -274,6 +299,7 @@ fn main() {
                     ef,
                     use_compact,
                     accept: None,
+                    rescore: None,
                 };
                 let t = Instant::now();
                 let found: Vec<Vec<usize>> = queries
@@ -318,24 +344,42 @@ fn main() {
             bo as f64 / 1e6,
             resident_of(&out) as f64 / 1e6
         );
-        // Resident memory after open + 1,000 queries at a fixed ef in a fresh mapping.
+        // Resident memory after open + 1,000 queries at a fixed ef in a fresh mapping:
+        // warm (files still in the page cache from the build: each fault also maps up to
+        // 16 cached neighbour pages, whatever the advice) and cold (files evicted first:
+        // only what the queries read, and what read-ahead adds, becomes resident).
         drop(ix);
-        let ix = Index::open(&out).expect("open");
-        let opts = SearchOptions {
-            k: K,
-            ef: 64,
-            use_compact: true,
-            accept: None,
-        };
-        for q in queries.chunks_exact(dim).take(1000) {
-            ix.search_with("v", q, &opts).expect("search");
+        for cold in [false, true] {
+            if cold {
+                evict(&out);
+            }
+            let ix = Index::open(&out).expect("open");
+            let opts = SearchOptions {
+                k: K,
+                ef: 64,
+                use_compact: true,
+                accept: None,
+                rescore: None,
+            };
+            for q in queries.chunks_exact(dim).take(1000) {
+                ix.search_with("v", q, &opts).expect("search");
+            }
+            let by_file = resident_by_file(&out);
+            let total: u64 = by_file.iter().map(|x| x.1).sum();
+            let parts: Vec<String> = by_file
+                .iter()
+                .map(|(f, b)| format!("{f} {:.1}", *b as f64 / 1e6))
+                .collect();
+            println!(
+                "  {} open + {} queries (ef 64): resident of mapped index files {:.1} MB of {:.1} MB ({}; vector files {:.1} MB)",
+                if cold { "cold" } else { "warm" },
+                nq.min(1000),
+                total as f64 / 1e6,
+                bytes as f64 / 1e6,
+                parts.join(", "),
+                (bv + bc) as f64 / 1e6
+            );
         }
-        println!(
-            "  fresh open + {} queries (ef 64): resident of mapped index files {:.1} MB of {:.1} MB",
-            nq.min(1000),
-            resident_of(&out) as f64 / 1e6,
-            bytes as f64 / 1e6
-        );
     }
 
     let py = Command::new(&args.python)

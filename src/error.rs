@@ -50,6 +50,9 @@ pub enum Error {
     Model(#[from] candle_core::Error),
     #[error("{0}")]
     Usage(String),
+    /// Another writer holds the index directory's writer lock.
+    #[error("index {} is being written by another process", dir.display())]
+    Locked { dir: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,14 +7,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hnsw_rs::hnsw::Hnsw;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::distance::{dot_f32, normalize};
+use super::distance::normalize;
 use super::format::{Dtype, FileEntry, INDEX_FORMAT_VERSION};
-use super::graph::{draw_level, MemGraph, MAX_LEVEL};
+use super::graph::{draw_level, MemGraph};
+use super::hnsw::{HnswBuilder, Rows};
 use super::manifest::{
     sync_dir, AttributeEntry, CompactKind, Manifest, ManifestParams, FORMAT_NAME, MANIFEST_FILE,
 };
@@ -100,20 +100,67 @@ pub struct RemoveSummary {
     pub live: usize,
 }
 
-/// hnsw_rs distance: `1 - <a, b>` clamped at 0, because f32 rounding makes
-/// normalised self-products exceed 1 and anndists' DistDot asserts on that.
-#[derive(Default, Clone, Copy)]
-struct ClampedDot;
+/// File in an index directory that writers hold an exclusive lock on (`flock`) while
+/// they change the index. Not part of the index; readers ignore it.
+pub const WRITER_LOCK_FILE: &str = "writer.lock";
 
-impl anndists::dist::Distance<f32> for ClampedDot {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot_f32(a, b)).max(0.0)
+/// The exclusive writer lock of an index directory; released on drop, and by the kernel
+/// when the process dies (so a killed writer never leaves a stale lock).
+pub struct WriterLock {
+    file: std::fs::File,
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Unlock explicitly: a child forked by another thread meanwhile shares the open
+        // file (until its exec closes it), and closing ours alone would leave it locked.
+        let _ = self.file.unlock();
+    }
+}
+
+/// Takes the writer lock of `dir` without waiting: [`Error::Locked`] if another writer
+/// (process or handle) holds it.
+pub fn lock_writer(dir: &Path) -> Result<WriterLock> {
+    if !dir.is_dir() {
+        return Err(Error::Invalid {
+            path: dir.to_path_buf(),
+            reason: "no such index directory".into(),
+        });
+    }
+    let path = dir.join(WRITER_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(WriterLock { file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 
 /// Builds an index of `input` into `out_dir` (created if needed) and publishes it
 /// atomically; an index already there stays readable until the new manifest is in place.
+/// Holds the directory's writer lock throughout.
 pub fn build(
+    out_dir: &Path,
+    input: &BuildInput,
+    params: &BuildParams,
+    progress: ProgressMode,
+) -> Result<BuildSummary> {
+    check_params(params)?;
+    check_ids(&input.ids, &HashSet::new())?;
+    check_attributes(input, None)?;
+    std::fs::create_dir_all(out_dir).at(out_dir)?;
+    let _lock = lock_writer(out_dir)?;
+    build_locked(out_dir, input, params, progress)
+}
+
+pub(super) fn build_locked(
     out_dir: &Path,
     input: &BuildInput,
     params: &BuildParams,
@@ -125,7 +172,6 @@ pub fn build(
     check_ids(&input.ids, &HashSet::new())?;
     check_attributes(input, None)?;
     let label_values = label_values(input.labels.as_ref(), n, out_dir)?;
-    std::fs::create_dir_all(out_dir).at(out_dir)?;
     let gen = next_generation(out_dir);
     let mut files: Vec<FileEntry> = Vec::new();
     let ids_name = name(gen, "ids");
@@ -204,6 +250,7 @@ pub fn build(
 /// index has labels, the same schema (labels may be omitted: new items are unlabelled).
 pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<BuildSummary> {
     let start = Instant::now();
+    let _lock = lock_writer(dir)?;
     let index = Index::open(dir)?;
     let old = index.manifest().clone();
     let n_old = index.len();
@@ -291,23 +338,16 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
             )?);
         }
         let t = Instant::now();
-        let mut graph = index.attr(&a.name)?.graph.to_mem()?;
-        let row = |r: u32| -> &[f32] {
-            let r = r as usize;
-            if r < n_old {
-                &old_rows[r * dim..(r + 1) * dim]
-            } else {
-                &new_rows[(r - n_old) * dim..(r - n_old + 1) * dim]
-            }
-        };
-        let sim = |x: u32, y: u32| dot_f32(row(x), row(y));
+        let builder = HnswBuilder::extend(
+            &index.attr(&a.name)?.graph,
+            Rows::split(old_rows, &new_rows, dim),
+            params.ef_construction,
+            &levels,
+        )?;
         let bar = Progress::new(&format!("{}: inserting", a.name), n_new as u64, progress);
-        for &level in &levels {
-            let node = graph.push_node(level);
-            graph.insert(node, params.ef_construction, &sim)?;
-            bar.inc(1);
-        }
+        builder.insert_from(n_old, &bar);
         bar.finish();
+        let graph = builder.into_graph();
         files.push(graph.write(&dir.join(&entry.graph))?);
         summaries.push(AttributeSummary {
             name: a.name.clone(),
@@ -342,6 +382,7 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
 /// Marks items removed (tombstones): searches no longer return them. The vectors and
 /// graphs are kept (and reused by the new generation) until [`compact`] rebuilds.
 pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
+    let _lock = lock_writer(dir)?;
     let index = Index::open(dir)?;
     let n = index.len();
     let mut words = tombstone_words(&index, n);
@@ -388,56 +429,18 @@ pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
     })
 }
 
-/// Rebuilds the index without its removed items (fresh graphs, same parameters).
+/// Rebuilds the index without its removed items (fresh graphs, same parameters). The
+/// live rows are staged in files beside the index and mapped, as in [`super::merge`].
 pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
-    let index = Index::open(dir)?;
-    let live: Vec<usize> = (0..index.len()).filter(|&r| !index.is_removed(r)).collect();
-    let ids: Vec<String> = live.iter().map(|&r| index.id(r).to_string()).collect();
-    let mut owned: Vec<(String, usize, Vec<f32>)> = Vec::new();
-    for attr in index.attributes() {
-        let dim = index.dim(attr)?;
-        let rows = index.vectors(attr)?;
-        let mut v = Vec::with_capacity(live.len() * dim);
-        for &r in &live {
-            v.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
-        }
-        owned.push((attr.clone(), dim, v));
-    }
-    let labels = index.schema().map(|schema| {
-        let mut l = Labels::new(live.len(), schema.len());
-        for (i, &r) in live.iter().enumerate() {
-            for a in 0..schema.len() {
-                l.set(i, a, index.label(r, a));
-            }
-        }
-        ItemLabels {
-            schema: schema.clone(),
-            labels: l,
-        }
-    });
-    let m = index.manifest();
+    let _lock = lock_writer(dir)?;
+    let m = Manifest::read(dir)?;
     let params = BuildParams {
         m: m.params.m,
         ef_construction: m.params.ef_construction,
         compact: m.params.compact,
         seed: m.generation,
     };
-    let model = m.model.clone();
-    drop(index);
-    let input = BuildInput {
-        ids,
-        attributes: owned
-            .iter()
-            .map(|(name, dim, rows)| AttributeInput {
-                name: name.clone(),
-                dim: *dim,
-                rows,
-            })
-            .collect(),
-        labels,
-        model,
-    };
-    build(dir, &input, &params, progress)
+    super::merge::merge_locked(dir, &[dir.to_path_buf()], &params, progress)
 }
 
 fn check_params(p: &BuildParams) -> Result<()> {
@@ -587,7 +590,8 @@ fn normalized_rows(a: &AttributeInput, first_row: usize) -> Result<Vec<f32>> {
     Ok(rows)
 }
 
-/// Builds the graph with hnsw_rs's parallel insertion and exports it to [`MemGraph`].
+/// Builds an attribute's graph with the native parallel builder. Levels come from
+/// `params.seed`, so one-thread builds are reproducible.
 fn build_graph(
     name: &str,
     rows: &[f32],
@@ -596,62 +600,19 @@ fn build_graph(
     progress: ProgressMode,
 ) -> MemGraph {
     let n = rows.len() / dim;
-    let hnsw: Hnsw<f32, ClampedDot> = Hnsw::new(
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
+    let levels: Vec<usize> = (0..n).map(|_| draw_level(params.m, rng.gen())).collect();
+    let builder = HnswBuilder::new(
+        Rows::new(rows, dim),
         params.m,
-        n.max(1),
-        MAX_LEVEL + 1,
+        2 * params.m,
         params.ef_construction,
-        ClampedDot,
+        &levels,
     );
     let bar = Progress::new(&format!("{name}: building graph"), n as u64, progress);
-    const BATCH: usize = 2048;
-    for (b, chunk) in rows.chunks(BATCH * dim).enumerate() {
-        let batch: Vec<(&[f32], usize)> = chunk
-            .chunks_exact(dim)
-            .enumerate()
-            .map(|(i, r)| (r, b * BATCH + i))
-            .collect();
-        hnsw.parallel_insert_slice(&batch);
-        bar.inc(batch.len() as u64);
-    }
+    builder.insert_from(0, &bar);
     bar.finish();
-    let mut nodes: Vec<(usize, usize, Vec<Vec<u32>>)> = hnsw
-        .get_point_indexation()
-        .into_iter()
-        .map(|p| {
-            let level = p.get_point_id().0 as usize;
-            let lists = p
-                .get_neighborhood_id()
-                .into_iter()
-                .take(level + 1)
-                .map(|l| l.iter().map(|nb| nb.get_origin_id() as u32).collect())
-                .collect();
-            (p.get_origin_id(), level, lists)
-        })
-        .collect();
-    nodes.sort_by_key(|n| n.0);
-    let mut g = MemGraph::new(params.m, 2 * params.m);
-    let levels: Vec<usize> = nodes.iter().map(|n| n.1).collect();
-    let mut entry: Option<(u32, usize)> = None;
-    for (row, level, lists) in &nodes {
-        let id = g.push_node(*level);
-        debug_assert_eq!(id as usize, *row);
-        for (l, list) in lists.iter().enumerate() {
-            // hnsw_rs links some upper-level lists to nodes below that level (its first
-            // point); drop those links so every level-l list holds level->=l nodes only.
-            let kept: Vec<u32> = list
-                .iter()
-                .copied()
-                .filter(|&nb| levels.get(nb as usize).is_some_and(|&nl| nl >= l))
-                .collect();
-            g.set_neighbours(id, l, &kept);
-        }
-        if entry.is_none_or(|(_, top)| *level > top) {
-            entry = Some((id, *level));
-        }
-    }
-    g.entry = entry;
-    g
+    builder.into_graph()
 }
 
 fn attribute_entry(
@@ -750,83 +711,5 @@ mod tests {
         assert_eq!(generation_of("manifest.json"), None);
         assert_eq!(generation_of("g.ids"), None);
         assert_eq!(generation_of("gx1.ids"), None);
-    }
-}
-
-/// The exported flat graph, walked by tailor's search, must find what hnsw_rs finds on
-/// its own in-memory graph (same data, same ef): checks the export and the walk.
-#[cfg(test)]
-mod export_tests {
-    use super::*;
-    use crate::index::graph::{knn, Scorer};
-    use rand::Rng;
-
-    struct Q<'a>(&'a [f32], usize, Vec<f32>);
-    impl Scorer for Q<'_> {
-        fn score(&self, n: u32) -> f32 {
-            dot_f32(
-                &self.2,
-                &self.0[n as usize * self.1..(n as usize + 1) * self.1],
-            )
-        }
-    }
-
-    #[test]
-    fn flat_graph_search_matches_hnsw_rs() {
-        let (n, dim) = (4000, 24);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let centres: Vec<f32> = (0..12 * dim).map(|_| rng.gen_range(-1.7f32..1.7)).collect();
-        let mut rows = Vec::new();
-        for _ in 0..n + 200 {
-            let c = rng.gen_range(0..12);
-            for j in 0..dim {
-                rows.push(centres[c * dim + j] + rng.gen_range(-1.7f32..1.7));
-            }
-        }
-        for r in rows.chunks_exact_mut(dim) {
-            normalize(r);
-        }
-        let (base, queries) = rows.split_at(n * dim);
-        let params = BuildParams {
-            m: 12,
-            ef_construction: 100,
-            ..BuildParams::default()
-        };
-        let hnsw: Hnsw<f32, ClampedDot> = Hnsw::new(12, n, 16, 100, ClampedDot);
-        let batch: Vec<(&[f32], usize)> = base
-            .chunks_exact(dim)
-            .enumerate()
-            .map(|(i, r)| (r, i))
-            .collect();
-        hnsw.parallel_insert_slice(&batch);
-        let g = build_graph("x", base, dim, &params, ProgressMode::Quiet);
-        let bad = |x: u32| Error::Usage(format!("{x}"));
-        for ef in [16, 32, 64, 128] {
-            let (mut hr, mut mine) = (0, 0);
-            for q in queries.chunks_exact(dim) {
-                let mut exact: Vec<(f32, usize)> = base
-                    .chunks_exact(dim)
-                    .enumerate()
-                    .map(|(i, r)| (dot_f32(q, r), i))
-                    .collect();
-                exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-                let truth: HashSet<usize> = exact[..10].iter().map(|x| x.1).collect();
-                hr += hnsw
-                    .search(q, 10, ef)
-                    .iter()
-                    .filter(|nb| truth.contains(&nb.d_id))
-                    .count();
-                let found = knn(&g, &Q(base, dim, q.to_vec()), ef, None, &bad).unwrap();
-                mine += found[..10]
-                    .iter()
-                    .filter(|x| truth.contains(&(x.1 as usize)))
-                    .count();
-            }
-            let (hr, mine) = (hr as f64 / 2000.0, mine as f64 / 2000.0);
-            eprintln!("ef {ef}: hnsw_rs {hr:.4} tailor {mine:.4}");
-            // Measured: 0.967/0.969, 0.995/0.996, 0.998/0.999, 1.000/0.9995 (ef 16..128).
-            // Both graphs come from nondeterministic parallel inserts: allow 0.02.
-            assert!(mine >= hr - 0.02, "ef {ef}: tailor {mine} vs hnsw_rs {hr}");
-        }
     }
 }

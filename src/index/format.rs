@@ -32,15 +32,20 @@ pub enum Dtype {
 }
 
 /// Maps a whole file read-only.
+pub fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).at(path)?;
+    map_open_file(&file, path)
+}
+
+/// Maps the whole of an open file read-only (`path` names it in errors).
 ///
 /// This is the crate's only `unsafe` file map. SAFETY: index files are written once under
 /// a fresh generation name, published by the manifest rename and never modified or
 /// truncated afterwards (updates write new files), so the mapped bytes do not change
 /// while the map lives. Every read of the map goes through bounds-checked slices.
-pub fn map_file(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).at(path)?;
+pub fn map_open_file(file: &File, path: &Path) -> Result<Mmap> {
     // SAFETY: see the function comment: published index files are immutable.
-    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    let map = unsafe { Mmap::map(file) }.at(path)?;
     Ok(map)
 }
 

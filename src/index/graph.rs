@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// Largest neighbour list accepted in a graph file (sanity bound on a header field).
 const MAX_DEGREE: u64 = 4096;
-/// Highest level accepted (hnsw_rs uses at most 16 layers).
+/// Highest level accepted (16 layers; a level above 15 has probability M^-16).
 pub const MAX_LEVEL: usize = 15;
 
 /// Read access to a layered proximity graph.
@@ -38,7 +38,7 @@ pub trait Scorer {
 
 /// A float that orders totally (NaN sorts lowest), for heaps.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Sim(f32);
+pub(super) struct Sim(pub f32);
 impl Eq for Sim {}
 impl PartialOrd for Sim {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -52,13 +52,14 @@ impl Ord for Sim {
 }
 
 /// Visited marks, reused across queries on a thread (an epoch per query avoids clearing).
-struct Visited {
+#[derive(Default)]
+pub(super) struct Visited {
     marks: Vec<u32>,
     epoch: u32,
 }
 
 impl Visited {
-    fn reset(&mut self, n: usize) {
+    pub(super) fn reset(&mut self, n: usize) {
         if self.marks.len() < n {
             self.marks.resize(n, 0);
         }
@@ -70,7 +71,7 @@ impl Visited {
     }
     /// Marks `node`; true if it was not marked in this query.
     #[inline]
-    fn insert(&mut self, node: u32) -> bool {
+    pub(super) fn insert(&mut self, node: u32) -> bool {
         let m = &mut self.marks[node as usize];
         if *m == self.epoch {
             false
@@ -314,15 +315,35 @@ impl MappedGraph {
         Ok(&block[1..1 + n])
     }
 
-    /// Reads the whole graph into memory (for extending it).
+    /// Reads the whole graph into memory (for extending it), checking it as
+    /// [`MappedGraph::check`] does.
     pub fn to_mem(&self) -> Result<MemGraph> {
         let mut g = MemGraph::new(self.m, self.m0);
+        self.each_list(|node, level, l, list| {
+            if l == 0 {
+                g.push_node(level);
+            }
+            g.set_neighbours(node, l, list);
+        })?;
+        g.entry = self.entry()?;
+        Ok(g)
+    }
+
+    /// Checks every list (degree, ids in range, level-l lists naming only nodes of level
+    /// >= l) in one pass over the mapped file, holding nothing in memory.
+    pub fn check(&self) -> Result<()> {
+        self.each_list(|_, _, _, _| {})?;
+        self.entry().map(|_| ())
+    }
+
+    /// Calls `f(node, node_level, level, list)` for every list, nodes in order and levels
+    /// from 0 up, after checking the list.
+    pub(super) fn each_list(&self, mut f: impl FnMut(u32, usize, usize, &[u32])) -> Result<()> {
         for node in 0..self.count as u32 {
             let level = self.level(node)?;
             if level > MAX_LEVEL {
                 return Err(self.corrupt(format!("node {node} has level {level} > {MAX_LEVEL}")));
             }
-            g.push_node(level);
             for l in 0..=level {
                 let list = self.neighbours(node, l)?;
                 if let Some(&bad) = list.iter().find(|&&n| n as usize >= self.count) {
@@ -335,11 +356,10 @@ impl MappedGraph {
                         )));
                     }
                 }
-                g.set_neighbours(node, l, list);
+                f(node, level, l, list);
             }
         }
-        g.entry = self.entry()?;
-        Ok(g)
+        Ok(())
     }
 }
 
@@ -435,7 +455,7 @@ impl MemGraph {
         }
     }
 
-    fn list(&self, node: u32, level: usize) -> &[u32] {
+    pub(super) fn list(&self, node: u32, level: usize) -> &[u32] {
         if level == 0 {
             let at = node as usize * (self.m0 + 1);
             &self.level0[at + 1..at + 1 + self.level0[at] as usize]
@@ -445,73 +465,6 @@ impl MemGraph {
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
         }
-    }
-
-    /// Inserts `node` (already pushed with its level) into the graph, HNSW style:
-    /// greedy descent, best-first search with `ef_construction` on each of its levels,
-    /// neighbours chosen by the diversity heuristic, reverse links pruned the same way.
-    /// `sim(a, b)` is the similarity of two stored nodes.
-    pub fn insert(
-        &mut self,
-        node: u32,
-        ef_construction: usize,
-        sim: &dyn Fn(u32, u32) -> f32,
-    ) -> Result<()> {
-        let level = self.level(node);
-        let Some((entry, top)) = self.entry else {
-            self.entry = Some((node, level));
-            return Ok(());
-        };
-        struct To<'a>(u32, &'a dyn Fn(u32, u32) -> f32);
-        impl Scorer for To<'_> {
-            fn score(&self, n: u32) -> f32 {
-                (self.1)(self.0, n)
-            }
-        }
-        let scorer = To(node, sim);
-        let bad = |n: u32| Error::Usage(format!("internal: neighbour {n} out of range"));
-        let mut eps = vec![if top > level {
-            descend(self, &scorer, entry, top, level + 1, &bad)?
-        } else {
-            (scorer.score(entry), entry)
-        }];
-        for l in (0..=level.min(top)).rev() {
-            let found = VISITED.with(|v| {
-                let mut v = v.borrow_mut();
-                v.reset(self.node_count());
-                v.insert(node);
-                for e in &eps {
-                    v.insert(e.1);
-                }
-                search_level(self, &scorer, &eps, ef_construction, l, None, &mut v, &bad)
-            })?;
-            let at_level: Vec<(f32, u32)> = found
-                .iter()
-                .copied()
-                .filter(|&(_, n)| self.level(n) >= l)
-                .collect();
-            let chosen = select_diverse(&at_level, self.m, sim);
-            self.set_neighbours(node, l, &chosen);
-            for &nb in &chosen {
-                let mut list = self.list(nb, l).to_vec();
-                if list.contains(&node) {
-                    continue;
-                }
-                list.push(node);
-                if list.len() > self.cap(l) {
-                    let mut scored: Vec<(f32, u32)> =
-                        list.iter().map(|&x| (sim(nb, x), x)).collect();
-                    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-                    list = select_diverse(&scored, self.cap(l), sim);
-                }
-                self.set_neighbours(nb, l, &list);
-            }
-            eps = found;
-        }
-        if level > top {
-            self.entry = Some((node, level));
-        }
-        Ok(())
     }
 
     /// Writes the flat graph file.
@@ -554,21 +507,6 @@ impl MemGraph {
     }
 }
 
-/// HNSW neighbour selection: walk candidates best first and keep one only if it is
-/// closer to the base than to every neighbour kept so far; at most `max`.
-fn select_diverse(sorted: &[(f32, u32)], max: usize, sim: &dyn Fn(u32, u32) -> f32) -> Vec<u32> {
-    let mut kept: Vec<u32> = Vec::with_capacity(max);
-    for &(s_base, c) in sorted {
-        if kept.len() >= max {
-            break;
-        }
-        if kept.iter().all(|&k| sim(c, k) < s_base) {
-            kept.push(c);
-        }
-    }
-    kept
-}
-
 impl GraphRead for MemGraph {
     fn node_count(&self) -> usize {
         self.levels.len()
@@ -589,6 +527,7 @@ pub fn draw_level(m: usize, u: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hnsw::{HnswBuilder, Rows as FlatRows};
     use super::*;
     use rand::{Rng, SeedableRng};
 
@@ -613,14 +552,14 @@ mod tests {
     fn insert_write_open_search_round_trip() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let data = random_unit(&mut rng, 400, 8);
-        let mut g = MemGraph::new(8, 16);
-        let sim =
-            |a: u32, b: u32| super::super::distance::dot_f32(&data[a as usize], &data[b as usize]);
-        for _ in 0..data.len() {
-            let level = draw_level(8, rng.gen());
-            let id = g.push_node(level);
-            g.insert(id, 64, &sim).unwrap();
-        }
+        let flat: Vec<f32> = data.concat();
+        let levels: Vec<usize> = (0..data.len()).map(|_| draw_level(8, rng.gen())).collect();
+        let b = HnswBuilder::new(FlatRows::new(&flat, 8), 8, 16, 64, &levels);
+        b.insert_from(
+            0,
+            &crate::progress::Progress::new("t", 0, crate::progress::ProgressMode::Quiet),
+        );
+        let g = b.into_graph();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.graph");
         g.write(&p).unwrap();

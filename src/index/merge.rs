@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{build, AttributeInput, BuildInput, BuildParams, BuildSummary, Index, ItemLabels};
+use super::build::{build_locked, lock_writer};
+use super::{AttributeInput, BuildInput, BuildParams, BuildSummary, Index, ItemLabels};
 use crate::catalog::Labels;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::ProgressMode;
@@ -13,6 +14,19 @@ use crate::progress::ProgressMode;
 /// attributes, dimensions, label schema and model identity. Vectors are staged in files
 /// beside `out` and memory-mapped, so memory does not grow with the item count.
 pub fn merge(
+    out: &Path,
+    segments: &[PathBuf],
+    params: &BuildParams,
+    progress: ProgressMode,
+) -> Result<BuildSummary> {
+    std::fs::create_dir_all(out).at(out)?;
+    let _lock = lock_writer(out)?;
+    merge_locked(out, segments, params, progress)
+}
+
+/// [`merge`] for a caller that holds `out`'s writer lock (`compact` merges an index into
+/// itself: its live rows are staged on disk, not held in memory).
+pub(super) fn merge_locked(
     out: &Path,
     segments: &[PathBuf],
     params: &BuildParams,
@@ -96,8 +110,13 @@ pub fn merge(
         let path = staging.join(format!("{a}.f32"));
         let file = std::fs::File::create(&path).at(&path)?;
         let mut w = BufWriter::new(file);
+        let dim = first.dim(name)?;
+        let all = opened
+            .iter()
+            .map(|ix| ix.vectors(name))
+            .collect::<Result<Vec<_>>>()?;
         for &(s, r) in &rows {
-            w.write_all(bytemuck::cast_slice(opened[s].vector(name, r)?))
+            w.write_all(bytemuck::cast_slice(&all[s][r * dim..(r + 1) * dim]))
                 .at(&path)?;
         }
         w.flush().at(&path)?;
@@ -139,7 +158,7 @@ pub fn merge(
         labels,
         model: first.model().cloned(),
     };
-    let summary = build(out, &input, params, progress);
+    let summary = build_locked(out, &input, params, progress);
     drop(input);
     drop(maps);
     std::fs::remove_dir_all(&staging).at(&staging)?;

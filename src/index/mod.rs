@@ -2,8 +2,8 @@
 //! compact f16/int8 copy), a flat HNSW graph per attribute, an id table, optional
 //! labels and tombstones, all named by `manifest.json`, the commit point.
 //!
-//! Build with [`build`] (graphs from hnsw_rs's parallel insertion, exported to the flat
-//! layout), open with [`Index::open`] (maps files and checks headers; reads no vectors),
+//! Build with [`build`] (graphs from the native parallel HNSW builder, written in the
+//! flat layout), open with [`Index::open`] (maps files and checks headers; reads no vectors),
 //! search with [`Index::search`] / [`Index::search_exact`], update with [`add`] and
 //! [`remove`], rebuild without removed items with [`compact`]. The byte layout is in
 //! `index-format.md`.
@@ -13,6 +13,7 @@ pub mod distance;
 pub mod exact;
 pub mod format;
 pub mod graph;
+mod hnsw;
 pub mod manifest;
 mod merge;
 pub mod store;
@@ -22,8 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use build::{
-    add, build, compact, remove, AttributeInput, BuildInput, BuildParams, BuildSummary, ItemLabels,
-    RemoveSummary,
+    add, build, compact, lock_writer, remove, AttributeInput, BuildInput, BuildParams,
+    BuildSummary, ItemLabels, RemoveSummary, WriterLock, WRITER_LOCK_FILE,
 };
 pub use format::{INDEX_FORMAT_OLDEST_SUPPORTED_VERSION, INDEX_FORMAT_VERSION};
 pub use manifest::{CompactKind, Manifest, MANIFEST_FILE};
@@ -33,7 +34,9 @@ use crate::catalog::{Schema, ValueId};
 use crate::error::{Error, Result};
 use distance::{dot_f16, dot_f32, dot_i8, prefetch};
 use format::{crc32, map_file, Dtype};
-use graph::{GraphRead, MappedGraph, Scorer};
+use graph::{GraphRead, MappedGraph, Scorer, Sim};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use store::{IdTable, LabelTable, Tombstones, VectorFile};
 
 /// One search result.
@@ -58,6 +61,11 @@ pub struct SearchOptions<'a> {
     pub use_compact: bool,
     /// Only rows for which this returns true are returned (removed rows never are).
     pub accept: Option<&'a (dyn Fn(usize) -> bool + Sync)>,
+    /// With a compact walk: at most this many of its best candidates are re-scored from
+    /// the f32 rows (at least `k`). `None`: no cap; re-scoring stops by itself once no
+    /// remaining candidate's compact score, plus its quantisation error bound, reaches
+    /// the k-th best exact score (typically k plus a few rows).
+    pub rescore: Option<usize>,
 }
 
 impl SearchOptions<'_> {
@@ -67,6 +75,7 @@ impl SearchOptions<'_> {
             ef,
             use_compact: true,
             accept: None,
+            rescore: None,
         }
     }
 }
@@ -332,15 +341,18 @@ impl Index {
         self.tombstones.as_ref().is_some_and(|t| t.is_removed(row))
     }
 
-    /// The mapped, L2-normalised f32 rows of an attribute (`len() x dim`, row-major).
+    /// The mapped, L2-normalised f32 rows of an attribute (`len() x dim`, row-major),
+    /// for passes over many rows (the map is advised for sequential reading).
     pub fn vectors(&self, attr: &str) -> Result<&[f32]> {
-        self.attr(attr)?.vectors.f32_rows()
+        self.attr(attr)?.vectors.f32_rows_bulk()
     }
 
-    /// One row's vector.
+    /// One row's vector (read without read-ahead).
     pub fn vector(&self, attr: &str, row: usize) -> Result<&[f32]> {
         let dim = self.dim(attr)?;
-        self.vectors(attr)?
+        self.attr(attr)?
+            .vectors
+            .f32_rows()?
             .get(row * dim..(row + 1) * dim)
             .ok_or_else(|| Error::Usage(format!("row {row} is past the end ({} rows)", self.len())))
     }
@@ -415,14 +427,19 @@ impl Index {
                     .collect()
             }
             Some(c) => {
-                let walk = match c.dtype {
+                // `margin(n)`: how far the compact score of row n may sit below its exact
+                // score. f16: |sum q_i (x_i - h_i)| <= 2^-11 * sum |q_i x_i| <= 2^-11
+                // (relative rounding, unit vectors). int8: rounding errors are uniform in
+                // +-scale/2, so the error has standard deviation scale/sqrt(12) for a unit
+                // query; six of those (1.74 * scale) is missed with odds below 1e-8.
+                let (walk, scales) = match c.dtype {
                     Dtype::F16 => {
                         let s = F16Scorer {
                             rows: c.f16_rows()?,
                             dim,
                             q: &q,
                         };
-                        graph::knn(&a.graph, &s, ef, accept_ref, &bad)?
+                        (graph::knn(&a.graph, &s, ef, accept_ref, &bad)?, None)
                     }
                     _ => {
                         let (scales, codes) = c.int8_rows()?;
@@ -432,16 +449,40 @@ impl Index {
                             dim,
                             q: &q,
                         };
-                        graph::knn(&a.graph, &s, ef, accept_ref, &bad)?
+                        (
+                            graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
+                            Some(scales),
+                        )
                     }
                 };
-                // Re-score the walk's candidates exactly from the f32 rows.
-                walk.into_iter()
-                    .map(|(_, n)| {
-                        let r = n as usize;
-                        (dot_f32(&q, &rows[r * dim..(r + 1) * dim]), r)
-                    })
-                    .collect()
+                let margin = |n: u32| match scales {
+                    None => 1.0 / 2048.0,
+                    Some(sc) => sc.get(n as usize).map_or(f32::INFINITY, |s| 1.74 * s),
+                };
+                // Re-score exactly from the f32 rows, best compact score first, until no
+                // remaining candidate can reach the k-th best exact score: each re-scored
+                // row reads an f32 row (4 KiB at 1024-d), the walk's candidates mostly stay
+                // unread.
+                let cap = opts.rescore.unwrap_or(usize::MAX).max(opts.k);
+                let mut kth: BinaryHeap<Reverse<Sim>> = BinaryHeap::with_capacity(opts.k + 1);
+                let mut out = Vec::with_capacity(opts.k * 2);
+                for &(approx, n) in walk.iter().take(cap) {
+                    if kth.len() >= opts.k
+                        && kth
+                            .peek()
+                            .is_some_and(|Reverse(Sim(t))| approx + margin(n) < *t)
+                    {
+                        break;
+                    }
+                    let r = n as usize;
+                    let exact = dot_f32(&q, &rows[r * dim..(r + 1) * dim]);
+                    out.push((exact, r));
+                    kth.push(Reverse(Sim(exact)));
+                    if kth.len() > opts.k {
+                        kth.pop();
+                    }
+                }
+                out
             }
         };
         found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -463,7 +504,7 @@ impl Index {
     ) -> Result<Vec<Hit>> {
         let a = self.attr(attr)?;
         let q = self.prepare_query(attr, query)?;
-        let rows = a.vectors.f32_rows()?;
+        let rows = a.vectors.f32_rows_bulk()?;
         let ok = |r: usize| !self.is_removed(r) && accept.is_none_or(|f| f(r));
         Ok(self.hits(exact::top_k(rows, a.entry.dim, &q, k, &ok)))
     }
@@ -483,7 +524,7 @@ impl Index {
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = verify_dir(&self.dir)?;
         for a in &self.attrs {
-            if let Err(e) = a.graph.to_mem() {
+            if let Err(e) = a.graph.check() {
                 report.problems.push(e.to_string());
             }
         }

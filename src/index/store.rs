@@ -2,13 +2,15 @@
 //! labels and tombstones. Opening checks headers and exact lengths only; nothing is
 //! read in full.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use memmap2::Mmap;
 
 use super::format::{
-    add, align_up, cast, check_len, map_file, mul, CrcWriter, Dtype, FileEntry, Header, HEADER_LEN,
-    MAGIC_IDS, MAGIC_LABELS, MAGIC_TOMBSTONES, MAGIC_VECTORS,
+    add, align_up, cast, check_len, map_file, map_open_file, mul, CrcWriter, Dtype, FileEntry,
+    Header, HEADER_LEN, MAGIC_IDS, MAGIC_LABELS, MAGIC_TOMBSTONES, MAGIC_VECTORS,
 };
 use crate::catalog::ValueId;
 use crate::error::{Error, Result};
@@ -17,9 +19,19 @@ use crate::error::{Error, Result};
 pub const NO_LABEL: ValueId = ValueId::MAX;
 
 /// A mapped vector file: f32 rows, f16 rows, or int8 rows with per-row scales.
+///
+/// f32 rows are mapped with `MADV_RANDOM`: a graph search re-scores a few rows, and the
+/// kernel's read-ahead would otherwise pull in their neighbours (128 KiB and more per
+/// fault), so resident memory would grow towards the file size. Whole-matrix readers
+/// (exact search, evaluation, export, rebuilds) get a second, sequential map of the same
+/// open file ([`VectorFile::f32_rows_bulk`]), made on first use. The compact copy keeps
+/// the default read-ahead: it is the graph walk's working set.
 pub struct VectorFile {
     path: PathBuf,
+    /// Kept open so the bulk map sees this file even after a newer generation unlinks it.
+    file: File,
     map: Mmap,
+    bulk: OnceLock<Mmap>,
     pub dtype: Dtype,
     pub count: usize,
     pub dim: usize,
@@ -29,7 +41,8 @@ pub struct VectorFile {
 
 impl VectorFile {
     pub fn open(path: &Path) -> Result<VectorFile> {
-        let map = map_file(path)?;
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let map = map_open_file(&file, path)?;
         let h = Header::parse(&map, MAGIC_VECTORS, path)?;
         let dtype = Dtype::from_code_checked(h.a, path)?;
         let (count, dim) = (h.count, h.b);
@@ -51,9 +64,16 @@ impl VectorFile {
             path,
             "the vectors",
         )?;
+        #[cfg(unix)]
+        if dtype == Dtype::F32 {
+            // Only a hint: a kernel that refuses it still gives correct reads.
+            let _ = map.advise(memmap2::Advice::Random);
+        }
         Ok(VectorFile {
             path: path.to_path_buf(),
+            file,
             map,
+            bulk: OnceLock::new(),
             dtype,
             count: count as usize,
             dim: dim as usize,
@@ -69,11 +89,34 @@ impl VectorFile {
         &self.map
     }
 
-    /// All f32 rows, row-major (only for `Dtype::F32`).
+    /// All f32 rows, row-major (only for `Dtype::F32`), for reading a few rows: no
+    /// read-ahead.
     pub fn f32_rows(&self) -> Result<&[f32]> {
         self.expect(Dtype::F32)?;
         cast(
             &self.map,
+            self.rows_at,
+            (self.count * self.dim) as u64,
+            &self.path,
+        )
+    }
+
+    /// The same rows from a map advised for sequential reading (for passes over all
+    /// rows). Mapped on first call; later calls reuse it.
+    pub fn f32_rows_bulk(&self) -> Result<&[f32]> {
+        self.expect(Dtype::F32)?;
+        let map = match self.bulk.get() {
+            Some(m) => m,
+            None => {
+                let m = map_open_file(&self.file, &self.path)?;
+                check_len(m.len(), self.map.len() as u64, &self.path, "the vectors")?;
+                #[cfg(unix)]
+                let _ = m.advise(memmap2::Advice::Sequential);
+                self.bulk.get_or_init(|| m)
+            }
+        };
+        cast(
+            map,
             self.rows_at,
             (self.count * self.dim) as u64,
             &self.path,

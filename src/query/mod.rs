@@ -152,6 +152,7 @@ pub fn search(index: &Index, q: &Query) -> Result<Vec<Hit>> {
         ef,
         use_compact: true,
         accept: Some(accept_ref),
+        rescore: None,
     };
     let mut candidates: HashSet<usize> = HashSet::new();
     for (w, v) in q.attrs.iter().zip(&vectors) {

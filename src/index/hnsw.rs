@@ -1,0 +1,558 @@
+//! Native HNSW construction (Malkov & Yashunin, 2018), parallel over the current rayon
+//! pool, straight into the in-memory graph that [`MemGraph::write`] flattens to disk.
+//!
+//! Concurrency: every node's neighbour lists sit behind one per-node lock; a thread holds
+//! at most one lock at a time (reading a list copies it out, relinking a neighbour locks
+//! only that neighbour), so there is no lock order to get wrong and no deadlock. The lists
+//! themselves are atomics, so even a torn read could only yield valid node ids. The entry
+//! point and top level change under their own lock.
+//!
+//! Determinism: node levels come from a seeded RNG, so they never depend on the thread
+//! count. With one thread nodes are inserted in row order and the graph is a pure function
+//! of (rows, parameters, seed). With more threads the interleaving of insertions varies
+//! from run to run, and so does the graph (not its quality).
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+use super::distance::{dot_f32, prefetch};
+use super::graph::{GraphRead, MappedGraph, MemGraph, Sim, Visited, MAX_LEVEL};
+use crate::error::Result;
+use crate::progress::Progress;
+
+/// The rows being linked, `dim` floats each: one slice, or (when extending an index) the
+/// mapped old rows followed by the new ones.
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    head: &'a [f32],
+    tail: &'a [f32],
+    head_rows: usize,
+    dim: usize,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(rows: &'a [f32], dim: usize) -> Rows<'a> {
+        Rows::split(rows, &[], dim)
+    }
+
+    /// Rows `0..head.len()/dim` from `head`, the rest from `tail`.
+    pub fn split(head: &'a [f32], tail: &'a [f32], dim: usize) -> Rows<'a> {
+        Rows {
+            head,
+            tail,
+            head_rows: head.len() / dim,
+            dim,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head_rows + self.tail.len() / self.dim
+    }
+
+    #[inline]
+    fn row(&self, i: u32) -> &'a [f32] {
+        let (i, d) = (i as usize, self.dim);
+        if i < self.head_rows {
+            &self.head[i * d..(i + 1) * d]
+        } else {
+            let j = i - self.head_rows;
+            &self.tail[j * d..(j + 1) * d]
+        }
+    }
+}
+
+/// Neighbour lists of a graph under construction, laid out like the graph file: fixed
+/// blocks `[len, nb_1, .., nb_cap]` of atomics, level 0 for every node, upper levels in
+/// consecutive blocks per node.
+struct Links {
+    m: usize,
+    m0: usize,
+    levels: Vec<u8>,
+    level0: Vec<AtomicU32>,
+    upper_start: Vec<usize>,
+    upper: Vec<AtomicU32>,
+    locks: Vec<Mutex<()>>,
+    entry: Mutex<Option<(u32, usize)>>,
+}
+
+impl Links {
+    fn new(m: usize, m0: usize, levels: Vec<u8>) -> Links {
+        let n = levels.len();
+        let mut upper_start = Vec::with_capacity(n);
+        let mut blocks = 0usize;
+        for &l in &levels {
+            upper_start.push(blocks);
+            blocks += l as usize;
+        }
+        let zeros = |len: usize| (0..len).map(|_| AtomicU32::new(0)).collect::<Vec<_>>();
+        Links {
+            m,
+            m0,
+            level0: zeros(n * (m0 + 1)),
+            upper: zeros(blocks * (m + 1)),
+            upper_start,
+            locks: (0..n).map(|_| Mutex::new(())).collect(),
+            levels,
+            entry: Mutex::new(None),
+        }
+    }
+
+    fn cap(&self, level: usize) -> usize {
+        if level == 0 {
+            self.m0
+        } else {
+            self.m
+        }
+    }
+
+    /// The block of `node` at `level` (`level <= levels[node]`).
+    #[inline]
+    fn block(&self, node: u32, level: usize) -> &[AtomicU32] {
+        debug_assert!(level <= self.levels[node as usize] as usize);
+        if level == 0 {
+            let at = node as usize * (self.m0 + 1);
+            &self.level0[at..at + self.m0 + 1]
+        } else {
+            let at = (self.upper_start[node as usize] + level - 1) * (self.m + 1);
+            &self.upper[at..at + self.m + 1]
+        }
+    }
+
+    /// Copies the list of `node` at `level` into `out`.
+    #[inline]
+    fn read(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let block = self.block(node, level);
+        let _guard = self.locks[node as usize].lock();
+        let len = (block[0].load(Relaxed) as usize).min(block.len() - 1);
+        out.extend(block[1..1 + len].iter().map(|a| a.load(Relaxed)));
+    }
+
+    /// Replaces a list; the caller holds the node's lock.
+    fn store(block: &[AtomicU32], list: &[u32]) {
+        for (slot, &x) in block[1..].iter().zip(list) {
+            slot.store(x, Relaxed);
+        }
+        block[0].store(list.len() as u32, Relaxed);
+    }
+}
+
+/// Per-thread buffers, reused by every insertion on that thread.
+#[derive(Default)]
+struct Scratch {
+    visited: Visited,
+    candidates: BinaryHeap<(Sim, u32)>,
+    results: BinaryHeap<Reverse<(Sim, u32)>>,
+    entries: Vec<(f32, u32)>,
+    found: Vec<(f32, u32)>,
+    list: Vec<u32>,
+    fresh: Vec<u32>,
+    chosen: Vec<u32>,
+    pruned: Vec<(f32, u32)>,
+    kept: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Builds or extends an HNSW graph over [`Rows`] by inner product (larger is closer).
+pub struct HnswBuilder<'a> {
+    rows: Rows<'a>,
+    links: Links,
+    ef_construction: usize,
+}
+
+impl<'a> HnswBuilder<'a> {
+    /// A graph over all of `rows` with no links yet; `levels[i]` is node `i`'s top level
+    /// (see [`super::graph::draw_level`]). Level 0 keeps up to `m0` neighbours, the upper
+    /// levels `m`.
+    pub fn new(
+        rows: Rows<'a>,
+        m: usize,
+        m0: usize,
+        ef_construction: usize,
+        levels: &[usize],
+    ) -> HnswBuilder<'a> {
+        assert_eq!(rows.len(), levels.len(), "one level per row");
+        let levels = levels.iter().map(|&l| l.min(MAX_LEVEL) as u8).collect();
+        HnswBuilder {
+            rows,
+            links: Links::new(m, m0, levels),
+            ef_construction: ef_construction.max(1),
+        }
+    }
+
+    /// `graph`'s nodes and links (checked while read, straight from the mapped file),
+    /// followed by new unlinked nodes with `new_levels`; `rows` covers both.
+    pub fn extend(
+        graph: &MappedGraph,
+        rows: Rows<'a>,
+        ef_construction: usize,
+        new_levels: &[usize],
+    ) -> Result<HnswBuilder<'a>> {
+        let old = graph.node_count();
+        let mut levels = Vec::with_capacity(old + new_levels.len());
+        for node in 0..old as u32 {
+            levels.push(graph.level(node)?);
+        }
+        levels.extend_from_slice(new_levels);
+        let (m, m0) = graph.degrees();
+        let b = HnswBuilder::new(rows, m, m0, ef_construction, &levels);
+        graph.each_list(|node, _, l, list| Links::store(b.links.block(node, l), list))?;
+        *b.links.entry.lock() = graph.entry()?;
+        Ok(b)
+    }
+
+    /// Links nodes `from..` into the graph, on the threads of the current rayon pool.
+    /// On a one-thread pool the order is the row order, so the result is deterministic.
+    pub fn insert_from(&self, from: usize, progress: &Progress) {
+        let n = self.links.levels.len();
+        let threads = rayon::current_num_threads();
+        if threads <= 1 || n.saturating_sub(from) < 2 * threads {
+            for node in from..n {
+                self.insert(node as u32);
+                progress.inc(1);
+            }
+            return;
+        }
+        // Threads take the next row from a shared counter, so insertion follows the row
+        // order closely (as in hnswlib) instead of rayon's halving of the range.
+        let next = AtomicUsize::new(from);
+        rayon::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|_| loop {
+                    let node = next.fetch_add(1, Relaxed);
+                    if node >= n {
+                        break;
+                    }
+                    self.insert(node as u32);
+                    progress.inc(1);
+                });
+            }
+        });
+    }
+
+    /// The finished graph.
+    pub fn into_graph(self) -> MemGraph {
+        let links = &self.links;
+        let mut g = MemGraph::new(links.m, links.m0);
+        let mut list = Vec::new();
+        for node in 0..links.levels.len() as u32 {
+            let level = links.levels[node as usize] as usize;
+            g.push_node(level);
+            for l in 0..=level {
+                links.read(node, l, &mut list);
+                g.set_neighbours(node, l, &list);
+            }
+        }
+        g.entry = *links.entry.lock();
+        g
+    }
+
+    /// Inserts one node: greedy descent to its top level, then on each of its levels a
+    /// best-first search with `ef_construction`, the heuristic choice of `m` neighbours
+    /// (paper's algorithm 4, no extension, pruned candidates not kept) and reverse links,
+    /// pruned by the same heuristic when a neighbour's list is full.
+    fn insert(&self, node: u32) {
+        let level = self.links.levels[node as usize] as usize;
+        let (entry, top) = {
+            let mut e = self.links.entry.lock();
+            match *e {
+                None => {
+                    *e = Some((node, level));
+                    return;
+                }
+                Some(x) => x,
+            }
+        };
+        let q = self.rows.row(node);
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            let (mut cur, mut cur_sim) = (entry, dot_f32(q, self.rows.row(entry)));
+            for l in (level + 1..=top).rev() {
+                loop {
+                    let mut moved = false;
+                    self.links.read(cur, l, &mut s.list);
+                    for &nb in &s.list {
+                        let sim = dot_f32(q, self.rows.row(nb));
+                        if sim > cur_sim {
+                            (cur, cur_sim, moved) = (nb, sim, true);
+                        }
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+            }
+            s.entries.clear();
+            s.entries.push((cur_sim, cur));
+            for l in (0..=level.min(top)).rev() {
+                self.search_level(q, node, l, s);
+                let mut chosen = std::mem::take(&mut s.chosen);
+                self.select(&s.found, self.links.m, &mut chosen);
+                {
+                    let _guard = self.links.locks[node as usize].lock();
+                    Links::store(self.links.block(node, l), &chosen);
+                }
+                for &nb in &chosen {
+                    self.link_back(nb, node, l, s);
+                }
+                s.chosen = chosen;
+                std::mem::swap(&mut s.entries, &mut s.found);
+            }
+        });
+        if level > top {
+            let mut e = self.links.entry.lock();
+            if e.is_none_or(|(_, t)| level > t) {
+                *e = Some((node, level));
+            }
+        }
+    }
+
+    /// Best-first search of one level from `s.entries` for the `ef_construction` nodes
+    /// closest to `q`; leaves them in `s.found`, best first. `node` itself is skipped.
+    fn search_level(&self, q: &[f32], node: u32, level: usize, s: &mut Scratch) {
+        let ef = self.ef_construction;
+        s.visited.reset(self.links.levels.len());
+        s.visited.insert(node);
+        s.candidates.clear();
+        s.results.clear();
+        for &(sim, e) in &s.entries {
+            if s.visited.insert(e) {
+                s.candidates.push((Sim(sim), e));
+                s.results.push(Reverse((Sim(sim), e)));
+            }
+        }
+        while s.results.len() > ef {
+            s.results.pop();
+        }
+        let mut worst = s.results.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0 .0);
+        while let Some((Sim(sim), c)) = s.candidates.pop() {
+            if sim < worst && s.results.len() >= ef {
+                break;
+            }
+            self.links.read(c, level, &mut s.list);
+            s.fresh.clear();
+            for &nb in &s.list {
+                if s.visited.insert(nb) {
+                    prefetch(bytemuck::cast_slice(self.rows.row(nb)));
+                    s.fresh.push(nb);
+                }
+            }
+            for &nb in &s.fresh {
+                let sim = dot_f32(q, self.rows.row(nb));
+                if s.results.len() < ef || sim > worst {
+                    s.candidates.push((Sim(sim), nb));
+                    s.results.push(Reverse((Sim(sim), nb)));
+                    if s.results.len() > ef {
+                        s.results.pop();
+                    }
+                    worst = s.results.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0 .0);
+                }
+            }
+        }
+        s.found.clear();
+        s.found
+            .extend(s.results.drain().map(|Reverse((Sim(x), n))| (x, n)));
+        s.found
+            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+
+    /// The paper's heuristic: walk `sorted` (similarity to the base, best first) and keep
+    /// a candidate only if it is closer to the base than to every one kept so far.
+    fn select(&self, sorted: &[(f32, u32)], max: usize, out: &mut Vec<u32>) {
+        out.clear();
+        for &(to_base, c) in sorted {
+            if out.len() >= max {
+                break;
+            }
+            let rc = self.rows.row(c);
+            if out.iter().all(|&k| dot_f32(rc, self.rows.row(k)) < to_base) {
+                out.push(c);
+            }
+        }
+    }
+
+    /// Adds `node` to `nb`'s list at `level`, pruning the list by the heuristic when it
+    /// is full. Holds only `nb`'s lock.
+    fn link_back(&self, nb: u32, node: u32, level: usize, s: &mut Scratch) {
+        let cap = self.links.cap(level);
+        let block = self.links.block(nb, level);
+        let _guard = self.links.locks[nb as usize].lock();
+        let len = (block[0].load(Relaxed) as usize).min(cap);
+        let list = &block[1..1 + len];
+        if list.iter().any(|x| x.load(Relaxed) == node) {
+            return;
+        }
+        if len < cap {
+            block[1 + len].store(node, Relaxed);
+            block[0].store(len as u32 + 1, Relaxed);
+            return;
+        }
+        let base = self.rows.row(nb);
+        s.pruned.clear();
+        s.pruned.push((dot_f32(base, self.rows.row(node)), node));
+        for x in list {
+            let x = x.load(Relaxed);
+            s.pruned.push((dot_f32(base, self.rows.row(x)), x));
+        }
+        s.pruned
+            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut kept = std::mem::take(&mut s.kept);
+        self.select(&s.pruned, cap, &mut kept);
+        Links::store(block, &kept);
+        s.kept = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::distance::normalize;
+    use crate::index::graph::{draw_level, knn, Scorer};
+    use crate::progress::ProgressMode;
+    use rand::{Rng, SeedableRng};
+
+    fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let centres: Vec<f32> = (0..8 * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+        let mut rows = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let c = rng.gen_range(0..8);
+            let start = rows.len();
+            rows.extend((0..dim).map(|j| centres[c * dim + j] + rng.gen_range(-0.8f32..0.8)));
+            normalize(&mut rows[start..]);
+        }
+        rows
+    }
+
+    fn levels(n: usize, m: usize, seed: u64) -> Vec<usize> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| draw_level(m, rng.gen())).collect()
+    }
+
+    struct Q<'a>(Rows<'a>, &'a [f32]);
+    impl Scorer for Q<'_> {
+        fn score(&self, n: u32) -> f32 {
+            dot_f32(self.1, self.0.row(n))
+        }
+    }
+
+    fn build(rows: Rows, m: usize, lv: &[usize], threads: usize) -> MemGraph {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let b = HnswBuilder::new(rows, m, 2 * m, 64, lv);
+        let bar = Progress::new("t", rows.len() as u64, ProgressMode::Quiet);
+        pool.install(|| b.insert_from(0, &bar));
+        b.into_graph()
+    }
+
+    /// Recall@10 of `g` for held-out queries against brute force.
+    fn recall(g: &MemGraph, rows: Rows, queries: &[f32], dim: usize, ef: usize) -> f64 {
+        let bad = |n: u32| crate::error::Error::Usage(format!("{n}"));
+        let mut hits = 0;
+        let nq = queries.len() / dim;
+        for q in queries.chunks_exact(dim) {
+            let mut exact: Vec<(f32, u32)> = (0..rows.len() as u32)
+                .map(|i| (dot_f32(q, rows.row(i)), i))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let found = knn(g, &Q(rows, q), ef, None, &bad).unwrap();
+            hits += found[..10]
+                .iter()
+                .filter(|f| exact[..10].iter().any(|e| e.1 == f.1))
+                .count();
+        }
+        hits as f64 / (nq * 10) as f64
+    }
+
+    /// Structural invariants: list sizes within the degrees, no self links, no
+    /// duplicates, level-l lists name only nodes of level >= l, entry at the top level.
+    fn check_structure(g: &MemGraph) {
+        let n = g.node_count() as u32;
+        let top = (0..n).map(|i| g.level(i)).max().unwrap();
+        let (entry, entry_level) = g.entry.unwrap();
+        assert_eq!((g.level(entry), entry_level), (top, top));
+        for i in 0..n {
+            for l in 0..=g.level(i) {
+                let list = g.list(i, l);
+                assert!(list.len() <= if l == 0 { g.m0 } else { g.m });
+                assert!(!list.contains(&i), "self link at {i}");
+                let mut sorted = list.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert_eq!(sorted.len(), list.len(), "duplicate link at {i}");
+                assert!(list.iter().all(|&x| x < n && g.level(x) >= l));
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_build_is_valid_and_finds_neighbours() {
+        let (n, dim) = (3000, 16);
+        let data = clustered(n + 100, dim, 3);
+        let (base, queries) = data.split_at(n * dim);
+        let rows = Rows::new(base, dim);
+        let lv = levels(n, 8, 1);
+        let g = build(rows, 8, &lv, 2);
+        check_structure(&g);
+        // Level-0 degree: the heuristic keeps diverse links, but nodes must not be
+        // isolated (a broken reverse-link step leaves most nodes with 1-2 links).
+        let mean = (0..n as u32).map(|i| g.list(i, 0).len()).sum::<usize>() as f64 / n as f64;
+        assert!(mean >= 4.0, "mean level-0 degree {mean}");
+        // Measured 0.99+ at ef 64 on this data (1-thread and 2-thread builds alike).
+        let r = recall(&g, rows, queries, dim, 64);
+        assert!(r >= 0.95, "recall@10 {r}");
+    }
+
+    #[test]
+    fn one_thread_build_is_deterministic() {
+        let (n, dim) = (600, 8);
+        let data = clustered(n, dim, 5);
+        let rows = Rows::new(&data, dim);
+        let lv = levels(n, 6, 9);
+        let a = build(rows, 6, &lv, 1);
+        let b = build(rows, 6, &lv, 1);
+        assert!(a == b, "two 1-thread builds differ");
+        check_structure(&a);
+    }
+
+    #[test]
+    fn extend_links_new_nodes() {
+        let (n, dim) = (1500, 12);
+        let data = clustered(n + 50, dim, 11);
+        let (base, queries) = data.split_at(n * dim);
+        let (old, new) = base.split_at(1000 * dim);
+        let lv = levels(n, 8, 2);
+        let g = build(Rows::new(old, dim), 8, &lv[..1000], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.graph");
+        g.write(&path).unwrap();
+        let mapped = MappedGraph::open(&path).unwrap();
+        let rows = Rows::split(old, new, dim);
+        let b = HnswBuilder::extend(&mapped, rows, 64, &lv[1000..]).unwrap();
+        let bar = Progress::new("t", 500, ProgressMode::Quiet);
+        b.insert_from(1000, &bar);
+        let g2 = b.into_graph();
+        check_structure(&g2);
+        assert_eq!(g2.node_count(), n);
+        let r = recall(&g2, rows, queries, dim, 64);
+        assert!(r >= 0.95, "recall@10 after extending: {r}");
+        // Every new node is reachable as a nearest neighbour of itself.
+        let bad = |x: u32| crate::error::Error::Usage(format!("{x}"));
+        let self_found = (1000..n as u32)
+            .filter(|&i| knn(&g2, &Q(rows, rows.row(i)), 16, None, &bad).unwrap()[0].1 == i)
+            .count();
+        assert!(
+            self_found >= 495,
+            "self-match for {self_found}/500 new nodes"
+        );
+    }
+}
