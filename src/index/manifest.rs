@@ -153,10 +153,15 @@ impl Manifest {
 
     /// Publishes this manifest: temp file, fsync, rename over `manifest.json`, fsync dir.
     pub fn commit(&self, dir: &Path) -> Result<()> {
-        debug_assert_eq!(self.format_version, INDEX_FORMAT_VERSION);
+        // An update of an older index writes its new files in the current version; each
+        // binary file names its own version, so the manifest takes the current one.
+        let current = Manifest {
+            format_version: INDEX_FORMAT_VERSION,
+            ..self.clone()
+        };
         let tmp = dir.join(MANIFEST_TMP);
         let path = dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        let json = serde_json::to_vec_pretty(&current).expect("manifest serialises");
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(&json).at(&tmp)?;
         f.write_all(b"\n").at(&tmp)?;

@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 use memmap2::Mmap;
 
 use super::format::{
-    add, align_up, cast, check_len, map_file, map_open_file, mul, CrcWriter, Dtype, FileEntry,
-    Header, HEADER_LEN, MAGIC_IDS, MAGIC_LABELS, MAGIC_TOMBSTONES, MAGIC_VECTORS,
+    add, align_up, cast, check_len, map_file, map_open_file, mul, vector_rows_align, CrcWriter,
+    Dtype, FileEntry, Header, HEADER_LEN, MAGIC_IDS, MAGIC_LABELS, MAGIC_TOMBSTONES, MAGIC_VECTORS,
+    VECTOR_ROWS_ALIGN,
 };
 use crate::catalog::ValueId;
 use crate::error::{Error, Result};
@@ -50,11 +51,12 @@ impl VectorFile {
             return Err(Error::corrupted(path, format!("invalid dimension {dim}")));
         }
         let cells = mul(count, dim, path)?;
+        let align = vector_rows_align(h.version);
         let (rows_at, rows_bytes) = match dtype {
-            Dtype::F32 => (HEADER_LEN as u64, mul(cells, 4, path)?),
-            Dtype::F16 => (HEADER_LEN as u64, mul(cells, 2, path)?),
+            Dtype::F32 => (align_up(HEADER_LEN as u64, align), mul(cells, 4, path)?),
+            Dtype::F16 => (align_up(HEADER_LEN as u64, align), mul(cells, 2, path)?),
             Dtype::Int8 => (
-                align_up(add(HEADER_LEN as u64, mul(count, 4, path)?, path)?, 64),
+                align_up(add(HEADER_LEN as u64, mul(count, 4, path)?, path)?, align),
                 cells,
             ),
         };
@@ -187,6 +189,7 @@ pub fn write_vectors(path: &Path, dim: usize, parts: &[&[f32]]) -> Result<FileEn
         )
         .to_bytes(),
     )?;
+    w.pad_to(VECTOR_ROWS_ALIGN)?;
     for part in parts {
         for chunk in part.chunks(1 << 16) {
             w.write(bytemuck::cast_slice(chunk))?;
@@ -209,13 +212,14 @@ pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) ->
     if dtype == Dtype::Int8 {
         let scales: Vec<f32> = rows().map(int8_scale).collect();
         w.write(bytemuck::cast_slice(&scales))?;
-        w.pad_to(64)?;
+        w.pad_to(VECTOR_ROWS_ALIGN)?;
         for (row, &scale) in rows().zip(&scales) {
             buf8.clear();
             buf8.extend(row.iter().map(|&x| quantize(x, scale)));
             w.write(bytemuck::cast_slice(&buf8))?;
         }
     } else {
+        w.pad_to(VECTOR_ROWS_ALIGN)?;
         for row in rows() {
             buf16.clear();
             buf16.extend(row.iter().map(|&x| half::f16::from_f32(x).to_bits()));
@@ -486,4 +490,70 @@ pub fn write_tombstones(path: &Path, count: usize, words: &[u64]) -> Result<File
     w.write(&Header::new(MAGIC_TOMBSTONES, 0, count as u64, removed, 0, 0).to_bytes())?;
     w.write(bytemuck::cast_slice(words))?;
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vector file in the version-1 layout: rows (or int8 scales) right after the
+    /// header, int8 codes at the next multiple of 64.
+    fn v1_file(dtype: Dtype, count: usize, dim: usize, body: &[u8]) -> Vec<u8> {
+        let mut h = Header::new(MAGIC_VECTORS, dtype as u32, count as u64, dim as u64, 0, 0);
+        h.version = 1;
+        let mut bytes = h.to_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn version_1_and_2_vector_files_read_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (count, dim) = (3, 5);
+        let rows: Vec<f32> = (0..count * dim).map(|i| i as f32 * 0.25 - 1.0).collect();
+
+        let v2 = dir.path().join("v2.vec");
+        write_vectors(&v2, dim, &[&rows]).unwrap();
+        let file = VectorFile::open(&v2).unwrap();
+        assert_eq!(file.rows_at, VECTOR_ROWS_ALIGN);
+        assert_eq!(file.f32_rows().unwrap(), &rows[..]);
+
+        let v1 = dir.path().join("v1.vec");
+        std::fs::write(
+            &v1,
+            v1_file(Dtype::F32, count, dim, bytemuck::cast_slice(&rows)),
+        )
+        .unwrap();
+        let file = VectorFile::open(&v1).unwrap();
+        assert_eq!(file.rows_at, HEADER_LEN as u64);
+        assert_eq!(file.f32_rows().unwrap(), &rows[..]);
+        assert_eq!(file.f32_rows_bulk().unwrap(), &rows[..]);
+
+        // int8: both layouts give the same scales and codes.
+        let c2 = dir.path().join("v2.int8");
+        write_compact(&c2, dim, &[&rows], Dtype::Int8).unwrap();
+        let file = VectorFile::open(&c2).unwrap();
+        assert_eq!(file.rows_at % VECTOR_ROWS_ALIGN, 0);
+        let (scales, codes) = file.int8_rows().unwrap();
+        let mut body = bytemuck::cast_slice::<f32, u8>(scales).to_vec();
+        body.resize(
+            align_up(HEADER_LEN as u64 + body.len() as u64, 64) as usize - HEADER_LEN,
+            0,
+        );
+        body.extend_from_slice(bytemuck::cast_slice(codes));
+        let c1 = dir.path().join("v1.int8");
+        std::fs::write(&c1, v1_file(Dtype::Int8, count, dim, &body)).unwrap();
+        let old = VectorFile::open(&c1).unwrap();
+        assert_eq!(old.int8_rows().unwrap(), (scales, codes));
+
+        // A version-1 length with a version-2 header is refused (length check).
+        let mut bytes = std::fs::read(&v1).unwrap();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let bad = dir.path().join("mixed.vec");
+        std::fs::write(&bad, bytes).unwrap();
+        assert!(matches!(
+            VectorFile::open(&bad),
+            Err(Error::Corrupted { .. })
+        ));
+    }
 }
