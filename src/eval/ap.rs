@@ -164,9 +164,6 @@ pub fn relevant_ranks<'s>(
             *before += ranks_before(s, pos as u32, rs, rp) as u32;
         }
     };
-    let mut lanes = counts.chunks_exact_mut(nb);
-    let mut lane = || lanes.next().expect("counts holds LANES histograms");
-    let (c0, c1, c2, c3) = (lane(), lane(), lane(), lane());
     let mut keys = [0u32; KEY_BATCH];
     // Candidates of the batch whose bucket holds relevant ones, collected without a
     // branch (about one in six on random scores: too many for a predictable branch).
@@ -177,25 +174,16 @@ pub fn relevant_ranks<'s>(
         }
         let keys = &keys[..chunk.len()];
         let mut n_hot = 0;
-        let mut quads = keys.chunks_exact(LANES);
-        for (q, quad) in (&mut quads).enumerate() {
-            for (d, (lane, &k)) in [&mut *c0, &mut *c1, &mut *c2, &mut *c3]
-                .into_iter()
-                .zip(quad)
-                .enumerate()
-            {
-                let k = k as usize;
-                lane[k] += 1;
-                hot[n_hot] = (q * LANES + d) as u8;
-                n_hot += (rel_here[k] != 0) as usize;
-            }
-        }
-        let done = keys.len() - quads.remainder().len();
-        for (d, &k) in quads.remainder().iter().enumerate() {
+        for (i, &k) in keys.iter().enumerate() {
             let k = k as usize;
-            c0[k] += 1;
-            hot[n_hot] = (done + d) as u8;
-            n_hot += (rel_here[k] != 0) as usize;
+            debug_assert!(k < nb);
+            // SAFETY: `BucketKey::key` clamps to `top <= inner + 1 < nb`, and the lane
+            // offset is below `LANES * nb = counts.len()`; `rel_here` holds `nb` entries.
+            unsafe {
+                *counts.get_unchecked_mut((i % LANES) * nb + k) += 1;
+                *hot.get_unchecked_mut(n_hot) = i as u8;
+                n_hot += (*rel_here.get_unchecked(k) != 0) as usize;
+            }
         }
         let base = batch * KEY_BATCH;
         for &i in &hot[..n_hot] {
@@ -288,15 +276,27 @@ pub fn expected_random_ap_with(h_n: f64, n: usize, r: usize) -> f64 {
 }
 
 /// Position of the best-ranked candidate (tie rule: the earliest of the highest scores).
+/// NaN scores are passed over (callers reject rows holding them before ranking).
 pub fn top1(scores: &[f32]) -> Option<usize> {
-    let mut best: Option<(f32, usize)> = None;
-    for (i, &s) in scores.iter().enumerate() {
-        // Strictly greater: the earliest of equal scores stays.
-        if best.is_none_or(|(b, _)| s > b) {
-            best = Some((s, i));
+    if scores.is_empty() {
+        return None;
+    }
+    // Lane-wise maxima (a loop the compiler vectorises), then the first position holding
+    // the maximum: two cheap passes instead of one with a compare-and-branch per score.
+    const W: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; W];
+    let chunks = scores.chunks_exact(W);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &s) in lanes.iter_mut().zip(chunk) {
+            *m = if s > *m { s } else { *m };
         }
     }
-    best.map(|(_, i)| i)
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m });
+    Some(scores.iter().position(|&s| s == max).unwrap_or(0))
 }
 
 /// The `k` best-ranked candidate positions under the tie rule, best first.
@@ -509,5 +509,13 @@ pub(crate) mod tests {
         assert_eq!(top_k(&scores, 10), vec![1, 4, 0, 2, 3]);
         assert_eq!(top1(&scores), Some(1));
         assert_eq!(top1(&[]), None);
+        // Against a scan with the tie rule, with and without a ragged tail.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for n in [1, 15, 16, 17, 40, 100] {
+            let scores: Vec<f32> = (0..n).map(|_| rng.gen_range(0..5) as f32).collect();
+            let want = (0..n).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+            assert_eq!(top1(&scores), Some(want), "{scores:?}");
+        }
+        assert_eq!(top1(&[f32::NEG_INFINITY; 3]), Some(0));
     }
 }

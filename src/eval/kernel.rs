@@ -54,6 +54,16 @@ impl AlignedBuf {
             self.as_mut_slice().fill(0.0);
         }
     }
+    /// Resizes to `len` floats without clearing reused memory (the caller overwrites all
+    /// of it).
+    pub fn resize_for_overwrite(&mut self, len: usize) {
+        if self.raw.len() < len + 16 {
+            self.raw = vec![0.0; len + 16];
+        }
+        let addr = self.raw.as_ptr() as usize;
+        self.offset = ((64 - addr % 64) % 64) / 4;
+        self.len = len;
+    }
     pub fn as_slice(&self) -> &[f32] {
         &self.raw[self.offset..self.offset + self.len]
     }
@@ -74,18 +84,37 @@ impl PackedCandidates {
     /// Gathers `rows` of the row-major `matrix` (rows of `dim` floats) into panels, in
     /// parallel. Every row index must be in range (checked by the caller).
     pub fn pack(matrix: &[f32], dim: usize, rows: &[usize]) -> Self {
-        let count = rows.len();
+        let mut packed = PackedCandidates {
+            dim,
+            count: 0,
+            panels: AlignedBuf::default(),
+        };
+        packed.repack(matrix, dim, rows);
+        packed
+    }
+
+    /// [`PackedCandidates::pack`] into this buffer, reusing its memory (no fresh pages
+    /// to fault in when one evaluation packs attribute after attribute).
+    pub fn repack(&mut self, matrix: &[f32], dim: usize, rows: &[usize]) {
         let panel_len = dim * NR;
-        let mut panels = AlignedBuf::default();
-        panels.reset(count.div_ceil(NR) * panel_len);
-        if panel_len > 0 {
-            panels
-                .as_mut_slice()
-                .par_chunks_mut(panel_len)
-                .zip(rows.par_chunks(NR))
-                .for_each(|(panel, rows)| pack_panel(matrix, dim, rows, NR, panel));
+        self.dim = dim;
+        self.count = rows.len();
+        self.panels
+            .resize_for_overwrite(rows.len().div_ceil(NR) * panel_len);
+        if panel_len == 0 {
+            return;
         }
-        PackedCandidates { dim, count, panels }
+        self.panels
+            .as_mut_slice()
+            .par_chunks_mut(panel_len)
+            .zip(rows.par_chunks(NR))
+            .for_each(|(panel, rows)| {
+                if rows.len() < NR {
+                    // The padding columns of the last panel score zero.
+                    panel.fill(0.0);
+                }
+                pack_panel(matrix, dim, rows, NR, panel)
+            });
     }
     pub fn count(&self) -> usize {
         self.count
@@ -513,6 +542,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn repacking_a_used_buffer_gives_the_same_scores() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let dim = 20;
+        let matrix: Vec<f32> = (0..200 * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let q: Vec<usize> = (0..9).collect();
+        let mut qbuf = AlignedBuf::default();
+        pack_queries(&matrix, dim, &q, &mut qbuf);
+        // Fill the buffer with 150 candidates, then repack 61 (a ragged last panel).
+        let mut packed = PackedCandidates::pack(&matrix, dim, &(0..150).collect::<Vec<_>>());
+        let small: Vec<usize> = (100..161).collect();
+        packed.repack(&matrix, dim, &small);
+        let fresh = PackedCandidates::pack(&matrix, dim, &small);
+        let (mut a, mut b) = (vec![0.0; 9 * 61], vec![1.0; 9 * 61]);
+        score_block(&qbuf, 9, &packed, &mut a);
+        score_block(&qbuf, 9, &fresh, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(packed.panels.as_slice(), fresh.panels.as_slice());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! skipped.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 
 use rayon::prelude::*;
 
@@ -69,6 +70,71 @@ struct QueryOutcome {
     ann: Option<(f64, f64)>,
 }
 
+/// One worker's buffers: the packed query block, its score rows (the largest buffer:
+/// `block x candidates` floats), the ranking scratch and the approximate-list row.
+#[derive(Default)]
+struct WorkerScratch {
+    qbuf: AlignedBuf,
+    scores: Vec<f32>,
+    ranks: RankScratch,
+    ann_row: Vec<f32>,
+}
+
+/// Buffers kept per rayon thread across blocks and attributes, so the score rows are
+/// allocated (and their pages faulted in) once per thread, not once per block.
+struct WorkerPool {
+    slots: Vec<Mutex<WorkerScratch>>,
+    /// The current attribute's packed candidates, reused from one attribute to the next.
+    packed: Mutex<PackedCandidates>,
+}
+
+/// A worker's buffers: its thread's slot, or private ones when the slot is busy (a
+/// nested call on the same thread).
+enum HeldScratch<'a> {
+    Slot(MutexGuard<'a, WorkerScratch>),
+    Own(Box<WorkerScratch>),
+}
+
+impl std::ops::Deref for HeldScratch<'_> {
+    type Target = WorkerScratch;
+    fn deref(&self) -> &WorkerScratch {
+        match self {
+            HeldScratch::Slot(g) => g,
+            HeldScratch::Own(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for HeldScratch<'_> {
+    fn deref_mut(&mut self) -> &mut WorkerScratch {
+        match self {
+            HeldScratch::Slot(g) => g,
+            HeldScratch::Own(b) => b,
+        }
+    }
+}
+
+impl WorkerPool {
+    fn new() -> Self {
+        WorkerPool {
+            slots: (0..rayon::current_num_threads().max(1))
+                .map(|_| Mutex::new(WorkerScratch::default()))
+                .collect(),
+            packed: Mutex::new(PackedCandidates::pack(&[], 0, &[])),
+        }
+    }
+
+    fn take(&self) -> HeldScratch<'_> {
+        let slot = rayon::current_thread_index().unwrap_or(0) % self.slots.len();
+        match self.slots[slot].try_lock() {
+            Ok(guard) => HeldScratch::Slot(guard),
+            // A poisoned slot only means another block failed; its buffers are fine.
+            Err(std::sync::TryLockError::Poisoned(p)) => HeldScratch::Slot(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => HeldScratch::Own(Box::default()),
+        }
+    }
+}
+
 /// Evaluates every attribute set against `source`'s vectors (exact), and against
 /// `searcher`'s top-k lists when given.
 pub fn evaluate_map(
@@ -79,10 +145,11 @@ pub fn evaluate_map(
 ) -> Result<MapReport> {
     let total_queries: usize = sets.iter().map(|s| s.queries.len()).sum();
     let progress = Progress::new("eval map", total_queries as u64, options.progress);
+    let workers = WorkerPool::new();
     let mut attributes = Vec::with_capacity(sets.len());
     for set in sets {
         attributes.push(evaluate_attribute(
-            source, set, searcher, options, &progress,
+            source, set, searcher, options, &progress, &workers,
         )?);
     }
     progress.finish();
@@ -95,6 +162,7 @@ fn evaluate_attribute(
     searcher: Option<&dyn NeighbourSearch>,
     options: &MapOptions,
     progress: &Progress,
+    workers: &WorkerPool,
 ) -> Result<AttributeMap> {
     let dim = source.dim(&set.name)?;
     let vectors = source.vectors(&set.name)?;
@@ -122,7 +190,12 @@ fn evaluate_attribute(
     }
     let accept = |r: usize| is_candidate_row.get(r).copied().unwrap_or(false);
     let labels: Vec<u16> = set.candidates.iter().map(|c| c.1).collect();
-    let packed = PackedCandidates::pack(vectors, dim, &candidate_rows);
+    let mut packed_guard = workers
+        .packed
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    packed_guard.repack(vectors, dim, &candidate_rows);
+    let packed = &*packed_guard;
     let n = candidate_rows.len();
     let h_n = ap::harmonic(n);
     // Relevant counts per value, for the random baseline and the breakdown.
@@ -150,84 +223,83 @@ fn evaluate_attribute(
     let blocks: Vec<&[(usize, u16)]> = set.queries.chunks(block).collect();
     let results: Vec<Vec<QueryOutcome>> = blocks
         .par_iter()
-        .map_init(
-            || {
-                (
-                    AlignedBuf::default(),
-                    Vec::<f32>::new(),
-                    RankScratch::default(),
-                    Vec::<f32>::new(),
-                )
-            },
-            |(qbuf, scores, scratch, ann_row), queries| -> Result<Vec<QueryOutcome>> {
-                let rows: Vec<usize> = queries.iter().map(|q| q.0).collect();
-                pack_queries(vectors, dim, &rows, qbuf);
-                scores.resize(queries.len() * n, 0.0);
-                score_block(qbuf, queries.len(), &packed, scores);
-                let mut out = Vec::with_capacity(queries.len());
-                for (i, &(row, value)) in queries.iter().enumerate() {
-                    let row_scores = &scores[i * n..(i + 1) * n];
-                    let ranks = ap::relevant_ranks(row_scores, &labels, value, scratch)
-                        .map_err(|e| nan_error(set, row, e))?;
-                    let relevant = per_value.get(value as usize).copied().unwrap_or(0);
-                    let mut outcome = QueryOutcome {
-                        ap: ap::average_precision(ranks),
-                        random_ap: ap::expected_random_ap_with(h_n, n, relevant as usize),
-                        relevant,
-                        at_k: options
-                            .ks
-                            .iter()
-                            .map(|&k| {
-                                [
-                                    metrics::precision_at(ranks, k),
-                                    metrics::recall_at(ranks, k),
-                                    metrics::ndcg_at(ranks, k),
-                                ]
-                            })
-                            .collect(),
-                        top1_value: ap::top1(row_scores).map(|p| labels[p]),
-                        ann: None,
-                    };
-                    if let Some(searcher) = searcher {
-                        let query = &vectors[row * dim..(row + 1) * dim];
-                        let hits =
-                            searcher.search_accepting(&set.name, query, options.ann_k, &accept)?;
-                        ann_row.clear();
-                        ann_row.resize(n, f32::NEG_INFINITY);
-                        for (hit_row, score) in hits {
-                            let start = by_row.partition_point(|&(r, _)| r < hit_row);
-                            for &(_, pos) in
-                                by_row[start..].iter().take_while(|(r, _)| *r == hit_row)
-                            {
-                                if ann_row[pos as usize] == f32::NEG_INFINITY {
-                                    ann_row[pos as usize] = score;
-                                }
+        .map(|queries| -> Result<Vec<QueryOutcome>> {
+            let mut held = workers.take();
+            let WorkerScratch {
+                qbuf,
+                scores,
+                ranks: scratch,
+                ann_row,
+            } = &mut *held;
+            let rows: Vec<usize> = queries.iter().map(|q| q.0).collect();
+            pack_queries(vectors, dim, &rows, qbuf);
+            // Grown, never shrunk or cleared: the kernel writes every score.
+            let len = queries.len() * n;
+            if scores.len() < len {
+                scores.resize(len, 0.0);
+            }
+            let scores = &mut scores[..len];
+            score_block(qbuf, queries.len(), packed, scores);
+            let mut out = Vec::with_capacity(queries.len());
+            for (i, &(row, value)) in queries.iter().enumerate() {
+                let row_scores = &scores[i * n..(i + 1) * n];
+                let ranks = ap::relevant_ranks(row_scores, &labels, value, scratch)
+                    .map_err(|e| nan_error(set, row, e))?;
+                let relevant = per_value.get(value as usize).copied().unwrap_or(0);
+                let mut outcome = QueryOutcome {
+                    ap: ap::average_precision(ranks),
+                    random_ap: ap::expected_random_ap_with(h_n, n, relevant as usize),
+                    relevant,
+                    at_k: options
+                        .ks
+                        .iter()
+                        .map(|&k| {
+                            [
+                                metrics::precision_at(ranks, k),
+                                metrics::recall_at(ranks, k),
+                                metrics::ndcg_at(ranks, k),
+                            ]
+                        })
+                        .collect(),
+                    top1_value: ap::top1(row_scores).map(|p| labels[p]),
+                    ann: None,
+                };
+                if let Some(searcher) = searcher {
+                    let query = &vectors[row * dim..(row + 1) * dim];
+                    let hits =
+                        searcher.search_accepting(&set.name, query, options.ann_k, &accept)?;
+                    ann_row.clear();
+                    ann_row.resize(n, f32::NEG_INFINITY);
+                    for (hit_row, score) in hits {
+                        let start = by_row.partition_point(|&(r, _)| r < hit_row);
+                        for &(_, pos) in by_row[start..].iter().take_while(|(r, _)| *r == hit_row) {
+                            if ann_row[pos as usize] == f32::NEG_INFINITY {
+                                ann_row[pos as usize] = score;
                             }
                         }
-                        let ann_ap = ap::average_precision(
-                            ap::relevant_ranks(ann_row, &labels, value, scratch)
-                                .map_err(|e| nan_error(set, row, e))?,
-                        );
-                        // Both top-k lists under the tie rule; unreturned candidates
-                        // (minus infinity) never count as found.
-                        let k = options.ann_k.min(n);
-                        let exact_top: HashSet<u32> =
-                            ap::top_k(row_scores, k).into_iter().collect();
-                        let found = ap::top_k(ann_row, k)
-                            .into_iter()
-                            .filter(|p| {
-                                ann_row[*p as usize] > f32::NEG_INFINITY && exact_top.contains(p)
-                            })
-                            .count();
-                        let recall = if k == 0 { 1.0 } else { found as f64 / k as f64 };
-                        outcome.ann = Some((ann_ap, recall));
                     }
-                    out.push(outcome);
+                    let ann_ap = ap::average_precision(
+                        ap::relevant_ranks(ann_row, &labels, value, scratch)
+                            .map_err(|e| nan_error(set, row, e))?,
+                    );
+                    // Both top-k lists under the tie rule; unreturned candidates
+                    // (minus infinity) never count as found.
+                    let k = options.ann_k.min(n);
+                    let exact_top: HashSet<u32> = ap::top_k(row_scores, k).into_iter().collect();
+                    let found = ap::top_k(ann_row, k)
+                        .into_iter()
+                        .filter(|p| {
+                            ann_row[*p as usize] > f32::NEG_INFINITY && exact_top.contains(p)
+                        })
+                        .count();
+                    let recall = if k == 0 { 1.0 } else { found as f64 / k as f64 };
+                    outcome.ann = Some((ann_ap, recall));
                 }
-                progress.inc(queries.len() as u64);
-                Ok(out)
-            },
-        )
+                out.push(outcome);
+            }
+            progress.inc(queries.len() as u64);
+            Ok(out)
+        })
         .collect::<Result<_>>()?;
     let outcomes: Vec<QueryOutcome> = results.into_iter().flatten().collect();
     Ok(summarise(
