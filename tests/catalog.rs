@@ -119,8 +119,8 @@ fn every_reader_agrees_on_generated_data() {
     for cat in [&csv, &jsonl] {
         for (row, item) in cat.items.iter().enumerate() {
             let i = csv_index(&item.id);
-            for a in 0..7 {
-                assert_eq!(cat.labels.get(row, a), Some(truth[i][a]));
+            for (a, &value) in truth[i].iter().enumerate() {
+                assert_eq!(cat.labels.get(row, a), Some(value));
             }
         }
     }
@@ -133,12 +133,12 @@ fn every_reader_agrees_on_generated_data() {
     for (row, item) in asen.items.iter().enumerate() {
         let i = asen_index(&item.id);
         let train = asen.splits.items["train"].contains(&row);
-        for a in 0..7 {
+        for (a, &value) in truth[i].iter().enumerate() {
             // Train items carry every label; valid/test items carry labels through the
             // query/candidate lists, which list every (item, attribute) pair.
             assert_eq!(
                 asen.labels.get(row, a),
-                Some(truth[i][a]),
+                Some(value),
                 "item {} attr {a} (train: {train})",
                 item.id
             );

@@ -176,10 +176,7 @@ pub fn embed_catalog(
         scope.spawn(move || {
             let mut pos = resumed_from;
             for chunk in todo.chunks(opts.batch) {
-                let decoded: Vec<(
-                    usize,
-                    std::result::Result<(Vec<f32>, Duration, Duration), String>,
-                )> = chunk
+                let decoded: Vec<(usize, LoadedItem)> = chunk
                     .par_iter()
                     .map(|&i| (i, load_item(catalog, i, cfg)))
                     .collect();
@@ -340,12 +337,11 @@ pub fn embed_catalog(
     })
 }
 
+/// One item's pixels and its (decode, pre-process) times, or why it was rejected.
+type LoadedItem = std::result::Result<(Vec<f32>, Duration, Duration), String>;
+
 /// Decodes and pre-processes one item; the timings are (decode, pre-process).
-fn load_item(
-    catalog: &Catalog,
-    item: usize,
-    cfg: &model::ModelConfig,
-) -> std::result::Result<(Vec<f32>, Duration, Duration), String> {
+fn load_item(catalog: &Catalog, item: usize, cfg: &model::ModelConfig) -> LoadedItem {
     let t = Instant::now();
     let img = decode::decode_rgb(&catalog.image_path(item))?;
     let decoded = t.elapsed();
