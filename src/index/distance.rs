@@ -90,7 +90,7 @@ pub fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let lines = bytes.len().div_ceil(64).min(16);
+        let lines = bytes.len().div_ceil(64).min(64);
         for i in 0..lines {
             // SAFETY: prefetch is a hint that never faults; the address is inside `bytes`.
             unsafe { _mm_prefetch(bytes.as_ptr().add(i * 64) as *const i8, _MM_HINT_T0) };
