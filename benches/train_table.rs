@@ -6,7 +6,8 @@
 //! Run: `cargo bench --bench train_table` (settings from the environment):
 //! - `TABLE_DIR` work directory (default `target/train-table`); the catalog is generated
 //!   there once (`synth/`), runs go to `runs-<mode>/`.
-//! - `TABLE_ITEMS` (10000), `TABLE_SIZE` px (64), `TABLE_SEED` (0)
+//! - `TABLE_ITEMS` (10000), `TABLE_SIZE` px (64), `TABLE_SEED` (0, the catalog's)
+//! - `TABLE_MODEL_SEED` (0): every row's model initialisation, triplets and flips
 //! - `TABLE_MODE`: `frozen` (heads trained on cached maps of the tiny backbone, the default)
 //!   or `e2e` (the whole tiny network trained end to end)
 //! - `TABLE_EPOCHS` (10), `TABLE_TRIPLETS` per epoch (20000), `TABLE_LR` (1e-3)
@@ -48,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     let items: usize = env("TABLE_ITEMS", 10_000);
     let size: u32 = env("TABLE_SIZE", 64);
     let seed: u64 = env("TABLE_SEED", 0);
+    let model_seed: u64 = env("TABLE_MODEL_SEED", 0);
     let mode = std::env::var("TABLE_MODE").unwrap_or("frozen".into());
     let epochs: usize = env("TABLE_EPOCHS", 10);
     let triplets: usize = env("TABLE_TRIPLETS", 20_000);
@@ -113,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "# Table 1 on the synthetic catalog: {} items at {size} px (seed {seed}), tiny backbone, \
          {mode}, {epochs} epochs x {triplets} triplets, batch 16, Adam lr {lr:e}, step 1 \
-         gamma 0.985, margin 0.2, model seed 0, one shared trunk ({}); CPU, {threads} threads \
+         gamma 0.985, margin 0.2, model seed {model_seed}, one shared trunk ({}); CPU, {threads} threads \
          available",
         cat.items.len(),
         given_trunk
@@ -205,6 +207,7 @@ fn main() -> anyhow::Result<()> {
     for &arch in &archs {
         let opts = TrainOptions {
             arch,
+            seed: model_seed,
             epochs,
             triplets_per_epoch: triplets,
             lr,
@@ -219,7 +222,10 @@ fn main() -> anyhow::Result<()> {
             },
             ..Default::default()
         };
-        let out = runs.join(format!("{arch}.safetensors"));
+        let out = match model_seed {
+            0 => runs.join(format!("{arch}.safetensors")),
+            s => runs.join(format!("{arch}-seed{s}.safetensors")),
+        };
         let t = Instant::now();
         let s = train::train(
             &cat,

@@ -345,7 +345,11 @@ fn pretrained_trunk_fixture_matches_pytorch() {
         &Device::Cpu,
     )
     .unwrap();
-    let want = expected["layer3"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = expected["layer3"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let mut model = Model::load(&s.last_model, &Device::Cpu).unwrap();
     for fast in [true, false] {
