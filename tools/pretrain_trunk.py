@@ -14,12 +14,13 @@ layer4. The classifiers are thrown away.
 
     python tools/pretrain_trunk.py probe --trunk FILE --catalog DIR
 
+probes a trunk: per attribute, a linear softmax classifier on the layer3 map (pooled and
+flattened), trained on the catalog's train split, accuracy on its valid split. FILE may
+also be a tailor model file (its trunk is probed).
+
     python tools/pretrain_trunk.py expected FILE
 
 writes FILE's parity data (tailor's test compares its own forward of the trunk with it).
-
-probe: per attribute, a linear softmax classifier on the layer3 map (pooled and
-flattened), trained on the catalog's train split, accuracy on its valid split.
 
 Needs torch, numpy, safetensors, Pillow; tools/asen_ref.py for the network.
 """
