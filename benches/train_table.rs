@@ -13,10 +13,12 @@
 //! - `TABLE_EPOCHS` (10), `TABLE_TRIPLETS` per epoch (20000), `TABLE_LR` (1e-3)
 //! - `TABLE_ARCHS` comma list (default: all seven)
 //! - `TABLE_E2E_PROBE` triplets for the end-to-end throughput probe (480; 0 skips it)
-//! - `TABLE_TRUNK`: `random` (a tiny trunk drawn once, batch-norm statistics then set from
-//!   training images; the default) or a backbone file in the `--backbone-init` format, e.g.
+//! - `TABLE_TRUNK`: a backbone file in the `--backbone-init` format, by default
 //!   `fixtures/trunks/tiny-64-pretrained.safetensors` (made by `tools/pretrain_trunk.py`
-//!   on a disjoint synthetic catalog). Runs go to `runs-<mode>[-<trunk file stem>]/`.
+//!   on a disjoint synthetic catalog: the stand-in for the papers' ImageNet trunk), or
+//!   `random` (a tiny trunk drawn once, its batch-norm statistics then set from training
+//!   images; its local-attribute features are near chance, see the results file). Runs
+//!   go to `runs-<mode>[-<trunk file stem>]/`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,7 +57,13 @@ fn main() -> anyhow::Result<()> {
     let triplets: usize = env("TABLE_TRIPLETS", 20_000);
     let lr: f64 = env("TABLE_LR", 1e-3);
     let probe: usize = env("TABLE_E2E_PROBE", 480);
-    let trunk_arg = std::env::var("TABLE_TRUNK").unwrap_or("random".into());
+    let trunk_arg = std::env::var("TABLE_TRUNK").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/trunks/tiny-64-pretrained.safetensors"
+        )
+        .into()
+    });
     let given_trunk = match trunk_arg.as_str() {
         "random" => None,
         path => {
