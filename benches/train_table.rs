@@ -6,12 +6,19 @@
 //! Run: `cargo bench --bench train_table` (settings from the environment):
 //! - `TABLE_DIR` work directory (default `target/train-table`); the catalog is generated
 //!   there once (`synth/`), runs go to `runs-<mode>/`.
-//! - `TABLE_ITEMS` (10000), `TABLE_SIZE` px (64), `TABLE_SEED` (0)
+//! - `TABLE_ITEMS` (10000), `TABLE_SIZE` px (64), `TABLE_SEED` (0, the catalog's)
+//! - `TABLE_MODEL_SEED` (0): every row's model initialisation, triplets and flips
 //! - `TABLE_MODE`: `frozen` (heads trained on cached maps of the tiny backbone, the default)
 //!   or `e2e` (the whole tiny network trained end to end)
 //! - `TABLE_EPOCHS` (10), `TABLE_TRIPLETS` per epoch (20000), `TABLE_LR` (1e-3)
 //! - `TABLE_ARCHS` comma list (default: all seven)
 //! - `TABLE_E2E_PROBE` triplets for the end-to-end throughput probe (480; 0 skips it)
+//! - `TABLE_TRUNK`: a backbone file in the `--backbone-init` format, by default
+//!   `fixtures/trunks/tiny-64-pretrained.safetensors` (made by `tools/pretrain_trunk.py`
+//!   on a disjoint synthetic catalog: the stand-in for the papers' ImageNet trunk), or
+//!   `random` (a tiny trunk drawn once, its batch-norm statistics then set from training
+//!   images; its local-attribute features are near chance, see the results file). Runs
+//!   go to `runs-<mode>[-<trunk file stem>]/`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,11 +51,27 @@ fn main() -> anyhow::Result<()> {
     let items: usize = env("TABLE_ITEMS", 10_000);
     let size: u32 = env("TABLE_SIZE", 64);
     let seed: u64 = env("TABLE_SEED", 0);
+    let model_seed: u64 = env("TABLE_MODEL_SEED", 0);
     let mode = std::env::var("TABLE_MODE").unwrap_or("frozen".into());
     let epochs: usize = env("TABLE_EPOCHS", 10);
     let triplets: usize = env("TABLE_TRIPLETS", 20_000);
     let lr: f64 = env("TABLE_LR", 1e-3);
     let probe: usize = env("TABLE_E2E_PROBE", 480);
+    let trunk_arg = std::env::var("TABLE_TRUNK").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/trunks/tiny-64-pretrained.safetensors"
+        )
+        .into()
+    });
+    let given_trunk = match trunk_arg.as_str() {
+        "random" => None,
+        path => {
+            let p = PathBuf::from(path);
+            anyhow::ensure!(p.is_file(), "TABLE_TRUNK: no such file {}", p.display());
+            Some(p)
+        }
+    };
     let archs: Vec<Arch> = match std::env::var("TABLE_ARCHS") {
         Ok(list) => list
             .split(',')
@@ -87,23 +110,34 @@ fn main() -> anyhow::Result<()> {
     }
     let cat = catalog::open(&synth_dir)?;
     let names = cat.schema.names();
-    let runs = dir.join(format!("runs-{mode}"));
+    let runs = match &given_trunk {
+        None => dir.join(format!("runs-{mode}")),
+        Some(p) => dir.join(format!(
+            "runs-{mode}-{}",
+            p.file_stem().unwrap_or_default().to_string_lossy()
+        )),
+    };
     std::fs::create_dir_all(&runs)?;
     let device = Device::Cpu;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "# Table 1 on the synthetic catalog: {} items at {size} px (seed {seed}), tiny backbone, \
          {mode}, {epochs} epochs x {triplets} triplets, batch 16, Adam lr {lr:e}, step 1 \
-         gamma 0.985, margin 0.2, model seed 0, one shared random trunk; CPU, {threads} threads \
+         gamma 0.985, margin 0.2, model seed {model_seed}, one shared trunk ({}); CPU, {threads} threads \
          available",
-        cat.items.len()
+        cat.items.len(),
+        given_trunk
+            .as_ref()
+            .map_or("random".into(), |p| p.display().to_string())
     );
 
     // One trunk for every architecture: a tiny ResNet drawn once (AG-MAN's, which also has
     // layer4, conv1_1 and fc_embed) and given to each run under torchvision names, so
     // that every row starts from the same backbone weights.
-    let trunk = runs.join("tiny-trunk.safetensors");
-    {
+    let trunk = given_trunk
+        .clone()
+        .unwrap_or_else(|| runs.join("tiny-trunk.safetensors"));
+    if given_trunk.is_none() {
         let mut o = TrainOptions {
             arch: Arch::AgMan,
             ..Default::default()
@@ -181,6 +215,7 @@ fn main() -> anyhow::Result<()> {
     for &arch in &archs {
         let opts = TrainOptions {
             arch,
+            seed: model_seed,
             epochs,
             triplets_per_epoch: triplets,
             lr,
@@ -195,7 +230,10 @@ fn main() -> anyhow::Result<()> {
             },
             ..Default::default()
         };
-        let out = runs.join(format!("{arch}.safetensors"));
+        let out = match model_seed {
+            0 => runs.join(format!("{arch}.safetensors")),
+            s => runs.join(format!("{arch}-seed{s}.safetensors")),
+        };
         let t = Instant::now();
         let s = train::train(
             &cat,

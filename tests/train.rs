@@ -322,3 +322,56 @@ fn backbone_init_loads_torchvision_names() {
     .unwrap_err();
     assert!(err.to_string().contains("layer3."), "{err}");
 }
+
+/// The committed pretrained trunk (`tools/pretrain_trunk.py`) loads through
+/// `--backbone-init`, keeps its own batch-norm statistics (no recalibration), and tailor's
+/// forward of it matches PyTorch's on the same inputs, folded and plain.
+#[test]
+fn pretrained_trunk_fixture_matches_pytorch() {
+    let cat = catalog();
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/trunks");
+    let mut opts = options(Arch::Asen);
+    opts.input_size = Some(64);
+    opts.epochs = 1;
+    opts.triplets_per_epoch = 8;
+    opts.validate = false;
+    opts.freeze_backbone = true;
+    opts.backbone_init = Some(fixtures.join("tiny-64-pretrained.safetensors"));
+    let s = run(&cat, &opts, &dir.path().join("m.safetensors"), false);
+    assert!(!s.bn_recalibrated);
+    let expected = candle_core::safetensors::load(
+        fixtures.join("tiny-64-pretrained.expected.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let want = expected["layer3"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut model = Model::load(&s.last_model, &Device::Cpu).unwrap();
+    for fast in [true, false] {
+        model.set_fast_inference(fast).unwrap();
+        let got = model
+            .backbone_forward(&expected["inputs"], false)
+            .unwrap()
+            .map
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // f32 in both; summation order differs (folded batch norm, gemm blocking).
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "fast {fast}: max |diff| {diff} (values up to {scale})"
+        );
+        eprintln!("pretrained trunk, fast {fast}: max |diff| {diff:.2e}, values up to {scale:.2}");
+    }
+}

@@ -63,7 +63,9 @@ pub struct HeadOutput {
     pub logits: Option<Tensor>,
 }
 
-enum Head {
+/// One architecture's head on a backbone map. Built on the model's own variables, it is
+/// also what training runs alone on cached maps when the backbone is frozen.
+pub enum Head {
     Asen(AsenHead),
     AsenV2(AsenV2Head),
     AgMan(AgManHead),
@@ -80,6 +82,22 @@ enum ImagePart {
 }
 
 impl Head {
+    /// The head of `cfg.arch` under `vb`'s root, with the model's tensor names.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<Head> {
+        let n = cfg.num_attributes();
+        let c = cfg.map_channels();
+        let hid = cfg.hidden_dim;
+        Ok(match cfg.arch {
+            Arch::Asen => Head::Asen(AsenHead::new(vb, c, hid, n, true, true)?),
+            Arch::AsenNoAsa => Head::Asen(AsenHead::new(vb, c, hid, n, false, true)?),
+            Arch::AsenNoAca => Head::Asen(AsenHead::new(vb, c, hid, n, true, false)?),
+            Arch::AsenV2 => Head::AsenV2(AsenV2Head::new(vb, c, hid, n)?),
+            Arch::AgMan => Head::AgMan(AgManHead::new(vb, c, hid, n)?),
+            Arch::Csn => Head::Csn(CsnHead::new(vb, c, cfg.embed_dim, n, true)?),
+            Arch::Triplet => Head::Csn(CsnHead::new(vb, c, cfg.embed_dim, n, false)?),
+        })
+    }
+
     fn image_part(&self, map: &Tensor, train: bool) -> candle_core::Result<ImagePart> {
         Ok(match self {
             Head::Asen(h) => ImagePart::Asen(h.image_part(map)?),
@@ -107,7 +125,9 @@ impl Head {
         }
     }
 
-    fn forward_t(
+    /// Image i of `map` (`[B, C, h, w]`) embedded for attribute `attrs[i]` (`[B]` u32);
+    /// batch norm (ASENet_V2, AG-MAN) uses batch statistics when `train`.
+    pub fn forward_t(
         &self,
         map: &Tensor,
         attrs: &Tensor,
@@ -137,17 +157,7 @@ fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet
     let n = cfg.num_attributes();
     let multi = cfg.arch.multi_level().then_some(n);
     let backbone = ResNet::new(vb.pp(cfg.arch.backbone_prefix()), &cfg.backbone, multi)?;
-    let c = cfg.map_channels();
-    let hid = cfg.hidden_dim;
-    let head = match cfg.arch {
-        Arch::Asen => Head::Asen(AsenHead::new(vb.clone(), c, hid, n, true, true)?),
-        Arch::AsenNoAsa => Head::Asen(AsenHead::new(vb.clone(), c, hid, n, false, true)?),
-        Arch::AsenNoAca => Head::Asen(AsenHead::new(vb.clone(), c, hid, n, true, false)?),
-        Arch::AsenV2 => Head::AsenV2(AsenV2Head::new(vb.clone(), c, hid, n)?),
-        Arch::AgMan => Head::AgMan(AgManHead::new(vb.clone(), c, hid, n)?),
-        Arch::Csn => Head::Csn(CsnHead::new(vb.clone(), c, cfg.embed_dim, n, true)?),
-        Arch::Triplet => Head::Csn(CsnHead::new(vb.clone(), c, cfg.embed_dim, n, false)?),
-    };
+    let head = Head::new(cfg, vb)?;
     Ok((backbone, head))
 }
 

@@ -86,8 +86,11 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let m = ((&self.first[i] * p.beta1)? + (g * (1.0 - p.beta1))?)?;
-            let v = ((&self.second[i] * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            // Detached: a moment must not keep this step's graph (and through the previous
+            // moment, every earlier step's) alive.
+            let g = g.detach();
+            let m = ((&self.first[i] * p.beta1)? + (&g * (1.0 - p.beta1))?)?.detach();
+            let v = ((&self.second[i] * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?.detach();
             let denom = ((v.sqrt()? / bias2_sqrt)? + p.eps)?;
             let update = (m.div(&denom)? * (p.lr / bias1))?;
             var.set(&var.as_tensor().sub(&update)?)?;

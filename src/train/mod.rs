@@ -33,13 +33,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, IoContext, Result};
-use crate::model::{Arch, BackboneConfig, Model, ModelConfig};
+use crate::model::{Arch, BackboneConfig, Head, Model, ModelConfig};
 use crate::progress::ProgressMode;
 
 use adam::{Adam, AdamParams};
 use cache::FeatureCache;
 use data::ImageStore;
-use head::TrainHead;
 use loss::{bce_with_logits, one_hot, triplet_loss, LossWeighting};
 use sampling::{epoch_rng, Triplet, TripletSampler};
 
@@ -780,7 +779,7 @@ pub struct StepStats {
 pub struct Trainer<'m> {
     model: &'m Model,
     /// The head alone (frozen backbone: trained from cached maps).
-    head: Option<TrainHead>,
+    head: Option<Head>,
     adam: Adam,
     weighting: Option<LossWeighting>,
     margin: f64,
@@ -811,7 +810,7 @@ impl<'m> Trainer<'m> {
             .collect();
         let head = if opts.freeze_backbone {
             let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
-            Some(TrainHead::new(cfg, vb)?)
+            Some(Head::new(cfg, vb)?)
         } else {
             None
         };

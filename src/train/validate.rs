@@ -11,12 +11,11 @@ use serde::Serialize;
 use crate::catalog::{Catalog, LabelledRef};
 use crate::error::{Error, Result};
 use crate::eval::ap::{average_precision, expected_random_ap, relevant_ranks, RankScratch};
-use crate::model::Model;
+use crate::model::{Head, Model};
 use crate::progress::ProgressMode;
 
 use super::cache::FeatureCache;
 use super::data::ImageStore;
-use super::head::TrainHead;
 
 /// MAP (%) of one split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,7 +47,7 @@ pub enum Embedder<'a> {
     },
     /// Cached backbone maps through the head.
     Cached {
-        head: &'a TrainHead,
+        head: &'a Head,
         cache: &'a FeatureCache,
     },
 }
