@@ -297,6 +297,27 @@ impl<'a> HnswBuilder<'a> {
                 self.select(&s.found, self.links.m, &mut chosen);
                 {
                     let _guard = self.links.locks[node as usize].lock();
+                    // Nodes inserted at the same time may already have linked themselves
+                    // into this list (they reached `node` through its upper levels).
+                    // Overwriting would drop those in-links, and a node whose only
+                    // in-links were dropped is unreachable: merge instead.
+                    let block = self.links.block(node, l);
+                    let len = (block[0].load(Relaxed) as usize).min(block.len() - 1);
+                    for x in &block[1..1 + len] {
+                        let x = x.load(Relaxed);
+                        if x != node && !chosen.contains(&x) {
+                            chosen.push(x);
+                        }
+                    }
+                    let cap = self.links.cap(l);
+                    if chosen.len() > cap {
+                        s.pruned.clear();
+                        s.pruned
+                            .extend(chosen.iter().map(|&x| (dot_f32(q, self.rows.row(x)), x)));
+                        s.pruned
+                            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                        self.select(&s.pruned, cap, &mut chosen);
+                    }
                     Links::store(self.links.block(node, l), &chosen);
                 }
                 for &nb in &chosen {

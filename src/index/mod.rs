@@ -429,9 +429,12 @@ impl Index {
             Some(c) => {
                 // `margin(n)`: how far the compact score of row n may sit below its exact
                 // score. f16: |sum q_i (x_i - h_i)| <= 2^-11 * sum |q_i x_i| <= 2^-11
-                // (relative rounding, unit vectors). int8: rounding errors are uniform in
-                // +-scale/2, so the error has standard deviation scale/sqrt(12) for a unit
-                // query; six of those (1.74 * scale) is missed with odds below 1e-8.
+                // (relative rounding, unit vectors). int8: each code is off by at most
+                // scale/2, so |sum q_i e_i| <= scale/2 * |q|_1. A statistical bound (a
+                // few standard deviations of independent rounding errors) is smaller but
+                // fails on degenerate vectors whose rounding errors line up, and then the
+                // true best row is never re-scored: found by a flaky test on near-equal
+                // embeddings of an untrained model.
                 let (walk, scales) = match c.dtype {
                     Dtype::F16 => {
                         let s = F16Scorer {
@@ -455,9 +458,14 @@ impl Index {
                         )
                     }
                 };
+                let half_l1 = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>();
                 let margin = |n: u32| match scales {
-                    None => 1.0 / 2048.0,
-                    Some(sc) => sc.get(n as usize).map_or(f32::INFINITY, |s| 1.74 * s),
+                    // Plus subnormal rounding and f32 summation, both far below 1e-5.
+                    None => 1.0 / 2048.0 + 1e-5,
+                    // Rounded up a little: the bound itself is computed in f32.
+                    Some(sc) => sc
+                        .get(n as usize)
+                        .map_or(f32::INFINITY, |s| s * half_l1 * (1.0 + 1e-5)),
                 };
                 // Re-score exactly from the f32 rows, best compact score first, until no
                 // remaining candidate can reach the k-th best exact score: each re-scored
