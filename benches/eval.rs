@@ -111,30 +111,7 @@ fn main() {
             let v = source.vectors(&set.name).unwrap();
             let (q, c) = (&v[candidates * DIM..], &v[..candidates * DIM]);
             let mut out = vec![0f32; QUERIES_PER_ATTRIBUTE * candidates];
-            // SAFETY: all three buffers hold the sizes and strides passed.
-            unsafe {
-                gemm::gemm(
-                    QUERIES_PER_ATTRIBUTE,
-                    candidates,
-                    DIM,
-                    out.as_mut_ptr(),
-                    1,
-                    candidates as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    DIM as isize,
-                    c.as_ptr(),
-                    DIM as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(threads),
-                );
-            }
+            sgemm_q_ct(q, c, &mut out, gemm::Parallelism::Rayon(threads));
             std::hint::black_box(&out);
         }
     });
@@ -336,29 +313,7 @@ fn tune(source: &InMemoryVectors, set: &AttributeSet, candidates: usize) {
     let q = &v[candidates * DIM..(candidates + 96) * DIM];
     let c = &v[..candidates * DIM];
     for round in 0..2 {
-        let (t, _) = best_of(3, || unsafe {
-            gemm::gemm(
-                96,
-                candidates,
-                DIM,
-                out.as_mut_ptr(),
-                1,
-                candidates as isize,
-                false,
-                q.as_ptr(),
-                1,
-                DIM as isize,
-                c.as_ptr(),
-                DIM as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        });
+        let (t, _) = best_of(3, || sgemm_q_ct(q, c, &mut out, gemm::Parallelism::None));
         println!(
             "round {round} gemm crate 1 thread: {:.1} GFLOP/s",
             flops / t / 1e9
@@ -376,5 +331,36 @@ fn tune(source: &InMemoryVectors, set: &AttributeSet, candidates: usize) {
                 );
             }
         }
+    }
+}
+
+/// `out = q c^T` with the gemm crate: `q` and `c` row-major with `DIM` columns, `out`
+/// row-major `q rows x c rows`.
+fn sgemm_q_ct(q: &[f32], c: &[f32], out: &mut [f32], parallelism: gemm::Parallelism) {
+    let (m, n) = (q.len() / DIM, c.len() / DIM);
+    assert_eq!(out.len(), m * n, "output size");
+    // SAFETY: the asserted sizes match the dimensions and strides passed.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            DIM,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            q.as_ptr(),
+            1,
+            DIM as isize,
+            c.as_ptr(),
+            DIM as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }

@@ -311,12 +311,8 @@ impl<'a> HnswBuilder<'a> {
                     }
                     let cap = self.links.cap(l);
                     if chosen.len() > cap {
-                        s.pruned.clear();
-                        s.pruned
-                            .extend(chosen.iter().map(|&x| (dot_f32(q, self.rows.row(x)), x)));
-                        s.pruned
-                            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                        self.select(&s.pruned, cap, &mut chosen);
+                        let ids = std::mem::take(&mut chosen);
+                        self.prune(q, ids.iter().copied(), cap, &mut s.pruned, &mut chosen);
                     }
                     Links::store(self.links.block(node, l), &chosen);
                 }
@@ -415,19 +411,27 @@ impl<'a> HnswBuilder<'a> {
             block[0].store(len as u32 + 1, Relaxed);
             return;
         }
-        let base = self.rows.row(nb);
-        s.pruned.clear();
-        s.pruned.push((dot_f32(base, self.rows.row(node)), node));
-        for x in list {
-            let x = x.load(Relaxed);
-            s.pruned.push((dot_f32(base, self.rows.row(x)), x));
-        }
-        s.pruned
-            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let ids = std::iter::once(node).chain(list.iter().map(|x| x.load(Relaxed)));
         let mut kept = std::mem::take(&mut s.kept);
-        self.select(&s.pruned, cap, &mut kept);
+        self.prune(self.rows.row(nb), ids, cap, &mut s.pruned, &mut kept);
         Links::store(block, &kept);
         s.kept = kept;
+    }
+
+    /// At most `cap` of `ids` by the heuristic of [`Self::select`], ranked by similarity
+    /// to `base` (ties by id); `scored` is scratch.
+    fn prune(
+        &self,
+        base: &[f32],
+        ids: impl Iterator<Item = u32>,
+        cap: usize,
+        scored: &mut Vec<(f32, u32)>,
+        out: &mut Vec<u32>,
+    ) {
+        scored.clear();
+        scored.extend(ids.map(|x| (dot_f32(base, self.rows.row(x)), x)));
+        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.select(scored, cap, out);
     }
 }
 
