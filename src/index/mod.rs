@@ -32,7 +32,7 @@ pub use merge::merge;
 
 use crate::catalog::{Schema, ValueId};
 use crate::error::{Error, Result};
-use distance::{dot_f16, dot_f32, dot_i8, prefetch};
+use distance::{dot_f16, dot_f32, dot_i16_i8, prefetch, QueryI16};
 use format::{crc32, map_file, Dtype};
 use graph::{GraphRead, MappedGraph, Scorer, Sim};
 use std::cmp::Reverse;
@@ -435,6 +435,7 @@ impl Index {
                 // fails on degenerate vectors whose rounding errors line up, and then the
                 // true best row is never re-scored: found by a flaky test on near-equal
                 // embeddings of an untrained model.
+                let mut int8_query_bound = 0.0;
                 let (walk, scales) = match c.dtype {
                     Dtype::F16 => {
                         let s = F16Scorer {
@@ -446,11 +447,13 @@ impl Index {
                     }
                     _ => {
                         let (scales, codes) = c.int8_rows()?;
+                        let q16 = QueryI16::new(&q);
+                        int8_query_bound = q16.rounding_bound();
                         let s = Int8Scorer {
                             scales,
                             codes,
                             dim,
-                            q: &q,
+                            q: &q16,
                         };
                         (
                             graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
@@ -458,7 +461,9 @@ impl Index {
                         )
                     }
                 };
-                let half_l1 = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>();
+                // int8 rows are scored with the query rounded to i16 steps: that adds
+                // at most `int8_query_bound` (in units of the row's scale).
+                let half_l1 = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>() + int8_query_bound;
                 let margin = |n: u32| match scales {
                     // Plus subnormal rounding and f32 summation, both far below 1e-5.
                     None => 1.0 / 2048.0 + 1e-5,
@@ -626,7 +631,7 @@ struct Int8Scorer<'a> {
     scales: &'a [f32],
     codes: &'a [i8],
     dim: usize,
-    q: &'a [f32],
+    q: &'a QueryI16,
 }
 impl Scorer for Int8Scorer<'_> {
     #[inline]
@@ -636,7 +641,7 @@ impl Scorer for Int8Scorer<'_> {
             self.codes.get(at..at + self.dim),
             self.scales.get(n as usize),
         ) {
-            (Some(r), Some(&s)) => dot_i8(self.q, r) * s,
+            (Some(r), Some(&s)) => dot_i16_i8(&self.q.codes, r) as f32 * (self.q.step * s),
             _ => f32::NEG_INFINITY,
         }
     }
