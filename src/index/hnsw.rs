@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
-use super::distance::{dot_f32, prefetch};
+use super::distance::{dot_f32, prefetch, PREFETCH_F32_LINES};
 use super::graph::{GraphRead, MappedGraph, MemGraph, Sim, Visited, MAX_LEVEL};
 use crate::error::Result;
 use crate::progress::Progress;
@@ -355,7 +355,7 @@ impl<'a> HnswBuilder<'a> {
             s.fresh.clear();
             for &nb in &s.list {
                 if s.visited.insert(nb) {
-                    prefetch(bytemuck::cast_slice(self.rows.row(nb)));
+                    prefetch(bytemuck::cast_slice(self.rows.row(nb)), PREFETCH_F32_LINES);
                     s.fresh.push(nb);
                 }
             }

@@ -32,7 +32,9 @@ pub use merge::merge;
 
 use crate::catalog::{Schema, ValueId};
 use crate::error::{Error, Result};
-use distance::{dot_f16, dot_f32, dot_i16_i8, prefetch, QueryI16};
+use distance::{
+    dot_f16, dot_f32, dot_i16_i8, prefetch, QueryI16, PREFETCH_COMPACT_LINES, PREFETCH_F32_LINES,
+};
 use format::{crc32, map_file, Dtype};
 use graph::{GraphRead, MappedGraph, Scorer, Sim};
 use std::cmp::Reverse;
@@ -600,7 +602,7 @@ impl Scorer for F32Scorer<'_> {
     fn prefetch(&self, n: u32) {
         let at = n as usize * self.dim;
         if let Some(r) = self.rows.get(at..at + self.dim) {
-            prefetch(bytemuck::cast_slice(r));
+            prefetch(bytemuck::cast_slice(r), PREFETCH_F32_LINES);
         }
     }
 }
@@ -622,7 +624,7 @@ impl Scorer for F16Scorer<'_> {
     fn prefetch(&self, n: u32) {
         let at = n as usize * self.dim;
         if let Some(r) = self.rows.get(at..at + self.dim) {
-            prefetch(bytemuck::cast_slice(r));
+            prefetch(bytemuck::cast_slice(r), PREFETCH_COMPACT_LINES);
         }
     }
 }
@@ -649,7 +651,7 @@ impl Scorer for Int8Scorer<'_> {
     fn prefetch(&self, n: u32) {
         let at = n as usize * self.dim;
         if let Some(r) = self.codes.get(at..at + self.dim) {
-            prefetch(bytemuck::cast_slice(r));
+            prefetch(bytemuck::cast_slice(r), PREFETCH_COMPACT_LINES);
         }
     }
 }
