@@ -37,6 +37,63 @@ pub fn read_f32_matrix(path: &Path) -> Result<Matrix> {
 }
 
 fn parse_f32_matrix(bytes: &[u8]) -> std::result::Result<Matrix, String> {
+    let (rows, cols, data_start) = parse_header(bytes)?;
+    let data = bytes[data_start..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Matrix { rows, cols, data })
+}
+
+/// A float32 `.npy` matrix mapped rather than read, for inputs too large to copy
+/// (`index build`). Falls back to reading when the data cannot be viewed in place:
+/// a big-endian host, or data not 4-byte aligned (numpy pads its header to 64 bytes,
+/// so that is only seen from other writers).
+pub struct MappedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    data: MatrixData,
+}
+
+enum MatrixData {
+    Mapped { map: memmap2::Mmap, start: usize },
+    Read(Vec<f32>),
+}
+
+impl MappedMatrix {
+    pub fn data(&self) -> &[f32] {
+        match &self.data {
+            MatrixData::Mapped { map, start } => bytemuck::cast_slice(&map[*start..]),
+            MatrixData::Read(v) => v,
+        }
+    }
+}
+
+/// Maps a 2-D float32 `.npy` file (see [`MappedMatrix`]); the same checks as
+/// [`read_f32_matrix`]. The file must not be truncated while the map is in use.
+pub fn map_f32_matrix(path: &Path) -> Result<MappedMatrix> {
+    let file = File::open(path).at(path)?;
+    // SAFETY: the map is read-only and lives inside the returned value; a file
+    // truncated by another process meanwhile is outside what any reader can guard.
+    let map = unsafe { memmap2::Mmap::map(&file) }.at(path)?;
+    let (rows, cols, start) = parse_header(&map).map_err(|reason| Error::invalid(path, reason))?;
+    let in_place = cfg!(target_endian = "little") && (map.as_ptr() as usize + start) % 4 == 0;
+    let data = if in_place {
+        MatrixData::Mapped { map, start }
+    } else {
+        MatrixData::Read(
+            map[start..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    };
+    Ok(MappedMatrix { rows, cols, data })
+}
+
+/// Checks a float32 `.npy` header and the data length; returns (rows, cols, offset of
+/// the data).
+fn parse_header(bytes: &[u8]) -> std::result::Result<(usize, usize, usize), String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -96,11 +153,7 @@ fn parse_f32_matrix(bytes: &[u8]) -> std::result::Result<Matrix, String> {
             body.len()
         ));
     }
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Matrix { rows, cols, data })
+    Ok((rows, cols, data_start))
 }
 
 /// Value text of `'key': value` in a .npy header dict (value up to the next top-level comma).
@@ -192,5 +245,35 @@ mod tests {
         std::fs::write(&p, &bytes).unwrap();
         let err = read_f32_matrix(&p).unwrap_err().to_string();
         assert!(err.contains("expected float32"), "{err}");
+    }
+
+    #[test]
+    fn map_matches_read_and_checks_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npy");
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+        write_f32_matrix(&p, 3, 4, &data).unwrap();
+        let m = map_f32_matrix(&p).unwrap();
+        assert_eq!((m.rows, m.cols, m.data()), (3, 4, &data[..]));
+        // A header whose length puts the data off a 4-byte boundary: read, not mapped.
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }\n";
+        let mut odd = b"\x93NUMPY\x01\x00".to_vec();
+        odd.extend((header.len() as u16).to_le_bytes());
+        odd.extend(header.as_bytes());
+        assert_ne!(odd.len() % 4, 0);
+        odd.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+        let q = dir.path().join("odd.npy");
+        std::fs::write(&q, &odd).unwrap();
+        assert_eq!(map_f32_matrix(&q).unwrap().data(), &data[..]);
+        // Truncated and empty files: errors naming the file, as for reading.
+        std::fs::write(&q, &odd[..odd.len() - 1]).unwrap();
+        let err = map_f32_matrix(&q).err().unwrap().to_string();
+        assert!(err.contains("odd.npy") && err.contains("needs 48"), "{err}");
+        std::fs::write(&q, b"").unwrap();
+        let err = map_f32_matrix(&q).err().unwrap().to_string();
+        assert!(
+            err.contains("odd.npy") && err.contains("bad magic"),
+            "{err}"
+        );
     }
 }

@@ -441,14 +441,16 @@ pub fn read_ids(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-fn read_vectors(specs: &[String]) -> anyhow::Result<Vec<(String, npy::Matrix)>> {
+/// The `--vectors ATTR=FILE.npy` inputs, mapped (not read: a catalog's vectors can be
+/// far larger than memory).
+fn read_vectors(specs: &[String]) -> anyhow::Result<Vec<(String, npy::MappedMatrix)>> {
     specs
         .iter()
         .map(|s| {
             let (name, file) = s
                 .split_once('=')
                 .with_context(|| format!("--vectors {s:?}: expected ATTR=FILE.npy"))?;
-            let m = npy::read_f32_matrix(Path::new(file))?;
+            let m = npy::map_f32_matrix(Path::new(file))?;
             Ok((name.to_string(), m))
         })
         .collect()
@@ -456,7 +458,7 @@ fn read_vectors(specs: &[String]) -> anyhow::Result<Vec<(String, npy::Matrix)>> 
 
 fn build_input<'a>(
     ids: Vec<String>,
-    mats: &'a [(String, npy::Matrix)],
+    mats: &'a [(String, npy::MappedMatrix)],
     labels: Option<ItemLabels>,
     model: Option<serde_json::Value>,
 ) -> BuildInput<'a> {
@@ -467,7 +469,7 @@ fn build_input<'a>(
             .map(|(name, m)| AttributeInput {
                 name: name.clone(),
                 dim: m.cols,
-                rows: &m.data,
+                rows: m.data(),
             })
             .collect(),
         labels,

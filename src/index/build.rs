@@ -3,6 +3,7 @@
 //! files of older generations are deleted only after the commit. A crash at any point
 //! leaves the previous manifest and all the files it names intact.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,7 +20,8 @@ use super::manifest::{
     sync_dir, AttributeEntry, CompactKind, Manifest, ManifestParams, FORMAT_NAME, MANIFEST_FILE,
 };
 use super::store::{
-    write_compact, write_ids, write_labels, write_tombstones, write_vectors, NO_LABEL,
+    write_compact, write_ids, write_labels, write_tombstones, write_vectors,
+    write_vectors_streamed, VectorFile, NO_LABEL,
 };
 use super::Index;
 use crate::catalog::{Labels, Schema};
@@ -187,23 +189,28 @@ pub(super) fn build_locked(
     let mut attributes = Vec::new();
     let mut summaries = Vec::new();
     for (ai, a) in input.attributes.iter().enumerate() {
-        let rows = normalized_rows(a, 0)?;
         let entry = attribute_entry(gen, ai, a, params);
-        files.push(write_vectors(
-            &out_dir.join(&entry.vectors),
+        // Rows are normalised chunk by chunk into the new vector file, and the compact
+        // copy and the graph read them back from its map: no copy of the attribute is
+        // held in memory (a 10M x 1024 attribute is 41 GB).
+        let vectors_path = out_dir.join(&entry.vectors);
+        files.push(write_vectors_streamed(
+            &vectors_path,
             a.dim,
-            &[&rows],
+            a.rows.len() / a.dim,
+            normalized_chunks(a, 0),
         )?);
+        let written = VectorFile::open(&vectors_path)?;
         if let Some(c) = &entry.compact {
             files.push(write_compact(
                 &out_dir.join(c),
                 a.dim,
-                &[&rows],
+                &[written.f32_rows_bulk()?],
                 dtype(params.compact),
             )?);
         }
         let t = Instant::now();
-        let graph = build_graph(&a.name, &rows, a.dim, params, progress);
+        let graph = build_graph(&a.name, written.f32_rows()?, a.dim, params, progress);
         files.push(graph.write(&out_dir.join(&entry.graph))?);
         summaries.push(AttributeSummary {
             name: a.name.clone(),
@@ -568,6 +575,28 @@ fn label_values(labels: Option<&ItemLabels>, n: usize, dir: &Path) -> Result<Opt
 /// the item (`first_row` offsets the reported row number).
 fn normalized_rows(a: &AttributeInput, first_row: usize) -> Result<Vec<f32>> {
     let mut rows = a.rows.to_vec();
+    normalize_checked(&mut rows, a, first_row)?;
+    Ok(rows)
+}
+
+/// The normalised rows in chunks of 4,096 rows (16 MiB at 1024-d), checked as by
+/// [`normalized_rows`].
+fn normalized_chunks<'a>(
+    a: &'a AttributeInput,
+    first_row: usize,
+) -> impl Iterator<Item = Result<Cow<'a, [f32]>>> + 'a {
+    const CHUNK_ROWS: usize = 4096;
+    a.rows
+        .chunks(CHUNK_ROWS * a.dim)
+        .enumerate()
+        .map(move |(i, chunk)| {
+            let mut rows = chunk.to_vec();
+            normalize_checked(&mut rows, a, first_row + i * CHUNK_ROWS)?;
+            Ok(Cow::Owned(rows))
+        })
+}
+
+fn normalize_checked(rows: &mut [f32], a: &AttributeInput, first_row: usize) -> Result<()> {
     rows.par_chunks_mut(a.dim)
         .enumerate()
         .try_for_each(|(i, row)| {
@@ -586,8 +615,7 @@ fn normalized_rows(a: &AttributeInput, first_row: usize) -> Result<Vec<f32>> {
                 )));
             }
             Ok(())
-        })?;
-    Ok(rows)
+        })
 }
 
 /// Builds an attribute's graph with the native parallel builder. Levels come from

@@ -2,6 +2,7 @@
 //! labels and tombstones. Opening checks headers and exact lengths only; nothing is
 //! read in full.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -177,6 +178,22 @@ impl Dtype {
 /// Writes f32 rows (the concatenation of `parts`) as a vector file.
 pub fn write_vectors(path: &Path, dim: usize, parts: &[&[f32]]) -> Result<FileEntry> {
     let count: usize = parts.iter().map(|p| p.len() / dim).sum();
+    let chunks = parts
+        .iter()
+        .flat_map(|p| p.chunks(1 << 16))
+        .map(|c| Ok(Cow::Borrowed(c)));
+    write_vectors_streamed(path, dim, count, chunks)
+}
+
+/// Writes an f32 vector file of `count` rows whose values arrive in `chunks` (any
+/// split; together exactly `count * dim` floats), so a caller can transform rows on
+/// the way without holding them all. A chunk's error aborts the write.
+pub fn write_vectors_streamed<'a>(
+    path: &Path,
+    dim: usize,
+    count: usize,
+    chunks: impl Iterator<Item = Result<Cow<'a, [f32]>>>,
+) -> Result<FileEntry> {
     let mut w = CrcWriter::create(path)?;
     w.write(
         &Header::new(
@@ -190,10 +207,19 @@ pub fn write_vectors(path: &Path, dim: usize, parts: &[&[f32]]) -> Result<FileEn
         .to_bytes(),
     )?;
     w.pad_to(VECTOR_ROWS_ALIGN)?;
-    for part in parts {
-        for chunk in part.chunks(1 << 16) {
-            w.write(bytemuck::cast_slice(chunk))?;
-        }
+    let mut written = 0usize;
+    for chunk in chunks {
+        let chunk = chunk?;
+        written += chunk.len();
+        w.write(bytemuck::cast_slice(&chunk))?;
+    }
+    if written != count * dim {
+        return Err(Error::corrupted(
+            path,
+            format!(
+                "wrote {written} values for {count} rows of {dim} (internal error: row count changed)"
+            ),
+        ));
     }
     w.finish()
 }
