@@ -77,7 +77,8 @@ pub fn map_f32_matrix(path: &Path) -> Result<MappedMatrix> {
     // truncated by another process meanwhile is outside what any reader can guard.
     let map = unsafe { memmap2::Mmap::map(&file) }.at(path)?;
     let (rows, cols, start) = parse_header(&map).map_err(|reason| Error::invalid(path, reason))?;
-    let in_place = cfg!(target_endian = "little") && (map.as_ptr() as usize + start) % 4 == 0;
+    let in_place =
+        cfg!(target_endian = "little") && (map.as_ptr() as usize + start).is_multiple_of(4);
     let data = if in_place {
         MatrixData::Mapped { map, start }
     } else {

@@ -680,6 +680,118 @@ fn corruption_classes_give_errors_naming_the_file() {
     assert!(matches!(Index::open(&d), Err(Error::Io { .. })));
 }
 
+/// Rewrites the manifest's length and crc32 of `file`, as a buggy writer would: the
+/// damage then passes the checksum and must be found by verify's structural checks.
+fn fix_checksum(dir: &Path, file: &Path) {
+    let mpath = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let bytes = std::fs::read(file).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == name.as_str() {
+            f["len"] = bytes.len().into();
+            f["crc32"] = crc32fast::hash(&bytes).into();
+        }
+    }
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn verify_finds_structural_damage_behind_valid_checksums() {
+    let f = build_fixture(300, CompactKind::Int8);
+    index::remove(&f.path, &["item3".to_string(), "item77".to_string()]).unwrap();
+    assert!(Index::open(&f.path).unwrap().verify().unwrap().ok);
+    let work = tempfile::tempdir().unwrap();
+    let (n, m0) = (300usize, 24usize);
+    let levels_at = 64 + n * (m0 + 1) * 4;
+    let mut case = 0;
+    // Applies `damage` to a copy's file ending in `suffix`, fixes its checksum, and
+    // expects the index to open but verify to fail with a problem naming the file.
+    let mut check = |suffix: &str, what: &str, damage: &dyn Fn(&mut Vec<u8>)| {
+        case += 1;
+        let d = work.path().join(format!("{case}"));
+        copy_dir(&f.path, &d);
+        let p = file_named(&d, suffix);
+        let mut bytes = std::fs::read(&p).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&p, &bytes).unwrap();
+        fix_checksum(&d, &p);
+        let ix = Index::open(&d).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+        let report = ix.verify().unwrap();
+        assert!(
+            report.files.iter().all(|f| f.ok),
+            "{what}: checksums were fixed"
+        );
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            !report.ok && report.problems.iter().any(|pr| pr.contains(&name)),
+            "{what}: {:?}",
+            report.problems
+        );
+    };
+    let first_listing = |bytes: &[u8], min_len: u32| {
+        (0..n)
+            .find(|&i| u32_at(bytes, 64 + i * (m0 + 1) * 4) >= min_len)
+            .unwrap()
+    };
+    check(".a0.graph", "self link", &|b| {
+        let i = first_listing(b, 1);
+        put_u32(b, 64 + i * (m0 + 1) * 4 + 4, i as u32);
+    });
+    check(".a0.graph", "repeated neighbour", &|b| {
+        let at = 64 + first_listing(b, 2) * (m0 + 1) * 4;
+        let first = u32_at(b, at + 4);
+        put_u32(b, at + 8, first);
+    });
+    check(".a0.graph", "unused slot", &|b| {
+        let i = (0..n)
+            .find(|&i| (u32_at(b, 64 + i * (m0 + 1) * 4) as usize) < m0)
+            .unwrap();
+        put_u32(b, 64 + i * (m0 + 1) * 4 + 4 * m0, 7);
+    });
+    check(".a0.graph", "levels not adding up", &|b| {
+        // A node on level 0 claims level 1: the upper-start table no longer matches.
+        let i = (0..n).find(|&i| b[levels_at + i] == 0).unwrap();
+        b[levels_at + i] = 1;
+    });
+    check(".a0.graph", "entry below the top level", &|b| {
+        let i = (0..n).find(|&i| b[levels_at + i] == 0).unwrap();
+        b[32..40].copy_from_slice(&(i as u64).to_le_bytes());
+    });
+    check(".a0.vec", "padding", &|b| b[100] = 1);
+    check(".a0.vec", "NaN", &|b| {
+        let at = 4096 + 4 * 5;
+        b[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    check(".a0.int8.vec", "negative scale", &|b| {
+        b[64 + 4 * 9..64 + 4 * 10].copy_from_slice(&(-0.01f32).to_le_bytes());
+    });
+    check(".ids", "sorted table out of order", &|b| {
+        let sorted_at = 64 + 8 * (n + 1);
+        let (x, y) = (u32_at(b, sorted_at), u32_at(b, sorted_at + 4));
+        put_u32(b, sorted_at, y);
+        put_u32(b, sorted_at + 4, x);
+    });
+    check(".ids", "sorted table not a permutation", &|b| {
+        let sorted_at = 64 + 8 * (n + 1);
+        let x = u32_at(b, sorted_at);
+        put_u32(b, sorted_at + 4, x);
+    });
+    check(".tomb", "bit past the last row", &|b| {
+        let last = b.len() - 1;
+        b[last] |= 0x80; // row 319 of a 300-row bitmap
+    });
+    check(".tomb", "bit count against the header", &|b| b[64] ^= 0x01);
+}
+
 // ---- crash safety -----------------------------------------------------------------
 
 fn tailor_bin() -> &'static str {

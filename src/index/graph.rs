@@ -329,11 +329,89 @@ impl MappedGraph {
         Ok(g)
     }
 
-    /// Checks every list (degree, ids in range, level-l lists naming only nodes of level
-    /// >= l) in one pass over the mapped file, holding nothing in memory.
+    /// Checks every list (degree, ids in range, a level-l list naming only nodes on level
+    /// l or above, no self link, no repeated neighbour, unused slots zero), the upper-level
+    /// layout (each node's first block is the running sum of the levels before it, and
+    /// the blocks add up to the header's count) and the entry (on the top level), in one
+    /// pass over the mapped file, holding nothing in memory. What `index verify` runs;
+    /// opening and searching check only what they touch.
     pub fn check(&self) -> Result<()> {
-        self.each_list(|_, _, _, _| {})?;
-        self.entry().map(|_| ())
+        let mut problem: Option<String> = None;
+        let mut top = 0;
+        self.each_list(|node, level, l, list| {
+            top = top.max(level);
+            if problem.is_some() {
+                return;
+            }
+            if list.contains(&node) {
+                problem = Some(format!("node {node} lists itself on level {l}"));
+            } else if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
+                problem = Some(format!("node {node} lists a neighbour twice on level {l}"));
+            }
+        })?;
+        if let Some(p) = problem {
+            return Err(self.corrupt(p));
+        }
+        let starts: &[u32] = cast(
+            &self.map,
+            self.upper_start_at,
+            self.count as u64,
+            &self.path,
+        )?;
+        let mut blocks = 0u64;
+        for node in 0..self.count as u32 {
+            if starts[node as usize] as u64 != blocks {
+                return Err(self.corrupt(format!(
+                    "node {node}'s upper blocks start at {}, the levels before it add up to {blocks}",
+                    starts[node as usize]
+                )));
+            }
+            blocks += self.level(node)? as u64;
+        }
+        if blocks != self.upper_blocks {
+            return Err(self.corrupt(format!(
+                "the levels add up to {blocks} upper blocks, the header says {}",
+                self.upper_blocks
+            )));
+        }
+        if let Some((entry, level)) = self.entry()? {
+            if level != top {
+                return Err(self.corrupt(format!(
+                    "entry node {entry} is on level {level}, the top level is {top}"
+                )));
+            }
+        }
+        self.check_unused_slots()
+    }
+
+    /// Slots after each list's length must be zero (writers zero them), so a file's
+    /// bytes are a function of its lists.
+    fn check_unused_slots(&self) -> Result<()> {
+        let regions = [
+            (
+                "level-0 list of node",
+                HEADER_LEN as u64,
+                self.count as u64,
+                self.m0,
+            ),
+            (
+                "upper-level block",
+                self.upper_at,
+                self.upper_blocks,
+                self.m,
+            ),
+        ];
+        for (what, at, blocks, degree) in regions {
+            let words = (degree + 1) as u64;
+            let all: &[u32] = cast(&self.map, at, blocks * words, &self.path)?;
+            for (i, block) in all.chunks_exact(degree + 1).enumerate() {
+                let n = (block[0] as usize).min(degree);
+                if block[1 + n..].iter().any(|&x| x != 0) {
+                    return Err(self.corrupt(format!("{what} {i} has non-zero unused slots")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Calls `f(node, node_level, level, list)` for every list, nodes in order and levels

@@ -538,9 +538,20 @@ impl Index {
     /// Checks every file's crc32 and the graph's neighbour ids and the labels' values.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = verify_dir(&self.dir)?;
-        for a in &self.attrs {
-            if let Err(e) = a.graph.check() {
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
                 report.problems.push(e.to_string());
+            }
+        };
+        note(self.ids.check());
+        if let Some(t) = &self.tombstones {
+            note(t.check());
+        }
+        for a in &self.attrs {
+            note(a.graph.check());
+            note(a.vectors.check());
+            if let Some(c) = &a.compact {
+                note(c.check());
             }
         }
         if let (Some(labels), Some(schema)) = (&self.labels, self.schema()) {

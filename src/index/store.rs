@@ -126,6 +126,57 @@ impl VectorFile {
         )
     }
 
+    /// What `index verify` adds to [`VectorFile::open`]: the padding before the rows is
+    /// zero, every f32 and f16 value is finite, and every int8 scale is finite and > 0.
+    /// Reads the whole file.
+    pub fn check(&self) -> Result<()> {
+        let pad_from = match self.dtype {
+            Dtype::Int8 => HEADER_LEN + 4 * self.count,
+            _ => HEADER_LEN,
+        };
+        if self.map[pad_from..self.rows_at as usize]
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return Err(Error::corrupted(
+                &self.path,
+                "the padding before the rows is not zero",
+            ));
+        }
+        let bad_row = |i: usize, what: &str| {
+            Error::corrupted(
+                &self.path,
+                format!("row {} has {what}", i / self.dim.max(1)),
+            )
+        };
+        match self.dtype {
+            Dtype::F32 => {
+                if let Some(i) = self.f32_rows_bulk()?.iter().position(|x| !x.is_finite()) {
+                    return Err(bad_row(i, "a non-finite value"));
+                }
+            }
+            Dtype::F16 => {
+                let inf_or_nan = |h: &u16| h & 0x7c00 == 0x7c00;
+                if let Some(i) = self.f16_rows()?.iter().position(inf_or_nan) {
+                    return Err(bad_row(i, "a non-finite value"));
+                }
+            }
+            Dtype::Int8 => {
+                let (scales, _) = self.int8_rows()?;
+                if let Some(r) = scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(Error::corrupted(
+                        &self.path,
+                        format!(
+                            "row {r} has int8 scale {}, not a finite positive number",
+                            scales[r]
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// All f16 rows as raw bits (only for `Dtype::F16`).
     pub fn f16_rows(&self) -> Result<&[u16]> {
         self.expect(Dtype::F16)?;
@@ -384,6 +435,40 @@ impl IdTable {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// What `index verify` adds to the checks of [`IdTable::open`]: ids are non-empty
+    /// and the sorted table is a permutation of the rows in strictly increasing byte
+    /// order of their ids (so ids are unique and [`IdTable::find`] is right).
+    pub fn check(&self) -> Result<()> {
+        let offsets = self.offsets();
+        if let Some(row) = offsets.windows(2).position(|w| w[0] == w[1]) {
+            return Err(Error::corrupted(
+                &self.path,
+                format!("the id of row {row} is empty"),
+            ));
+        }
+        let sorted = self.sorted();
+        let mut seen = vec![false; self.count];
+        let mut prev: Option<&[u8]> = None;
+        for (i, &row) in sorted.iter().enumerate() {
+            let row = row as usize;
+            if row >= self.count || std::mem::replace(&mut seen[row], true) {
+                return Err(Error::corrupted(
+                    &self.path,
+                    format!("sorted-row table entry {i} ({row}) is out of range or repeated"),
+                ));
+            }
+            let id = &self.blob()[offsets[row] as usize..offsets[row + 1] as usize];
+            if prev.is_some_and(|p| p >= id) {
+                return Err(Error::corrupted(
+                    &self.path,
+                    format!("sorted-row table is out of order (or an id repeats) at entry {i}"),
+                ));
+            }
+            prev = Some(id);
+        }
+        Ok(())
+    }
 }
 
 /// Writes an id table. Ids must be unique (checked by the caller).
@@ -501,6 +586,33 @@ impl Tombstones {
             &self.path,
         )
         .expect("checked on open")
+    }
+
+    /// What `index verify` adds to [`Tombstones::open`]: no bit is set past the last row
+    /// and the set bits number exactly the header's removed count.
+    pub fn check(&self) -> Result<()> {
+        let words = self.words();
+        if !self.count.is_multiple_of(64) {
+            if let Some(&last) = words.last() {
+                if last >> (self.count % 64) != 0 {
+                    return Err(Error::corrupted(
+                        &self.path,
+                        "a bit is set past the last row",
+                    ));
+                }
+            }
+        }
+        let set: usize = words.iter().map(|w| w.count_ones() as usize).sum();
+        if set != self.removed {
+            return Err(Error::corrupted(
+                &self.path,
+                format!(
+                    "{set} bits are set, the header counts {} removed rows",
+                    self.removed
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_removed(&self, row: usize) -> bool {

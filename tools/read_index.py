@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Independent reader for tailor's on-disk vector index, written from
+index-format.md alone (format versions 1 and 2). It deliberately shares no
+code with the Rust implementation, so that disagreements expose gaps in the
+document rather than copied bugs.
+
+  read_index.py DIR                                   summary + full validation
+  read_index.py DIR --exact ATTR ROW -k K             brute-force top-k
+  read_index.py DIR --walk ATTR ROW -k K --ef EF      HNSW search over the stored graph
+"""
+import argparse
+import heapq
+import json
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+
+SUPPORTED_VERSIONS = (1, 2)  # INDEX_FORMAT_OLDEST_SUPPORTED_VERSION ..= INDEX_FORMAT_VERSION
+HEADER = struct.Struct("<8sIIQQQQ16s")
+ELEMENT_TYPES = {0: "f32", 1: "f16", 2: "int8"}
+NO_ENTRY = 0xFFFFFFFFFFFFFFFF
+MANIFEST_LIMIT = 256 << 20
+
+
+class FormatError(Exception):
+    pass
+
+
+def need(cond, msg):
+    if not cond:
+        raise FormatError(msg)
+
+
+def align_up(x, a):
+    return (x + a - 1) // a * a
+
+
+def row_page(version):
+    # Version 2 page-aligns the row section so one 1024-d f32 row is one page.
+    return 4096 if version >= 2 else 64
+
+
+class BinFile:
+    """A whole binary file held in memory, with its parsed common header.
+    Sections are exposed as zero-copy numpy views; every view is bounds-checked
+    against the exact length the header implies before it is taken."""
+
+    def __init__(self, path, magic):
+        self.path = path
+        with open(path, "rb") as f:
+            self.buf = f.read()
+        name = os.path.basename(path)
+        need(len(self.buf) >= 64, f"{name}: shorter than the 64-byte header")
+        m, self.version, self.a, self.count, self.b, self.c, self.d, reserved = \
+            HEADER.unpack_from(self.buf, 0)
+        need(m == magic, f"{name}: magic {m!r}, expected {magic!r}")
+        need(self.version in SUPPORTED_VERSIONS,
+             f"{name}: version {self.version} unsupported (rebuild the index)")
+        need(reserved == bytes(16), f"{name}: reserved header bytes are not zero")
+        self.name = name
+
+    def expect_len(self, n):
+        # Exact, not minimum: a longer file means the header and body disagree.
+        need(len(self.buf) == n, f"{self.name}: length {len(self.buf)}, header implies {n}")
+
+    def view(self, offset, dtype, count):
+        dtype = np.dtype(dtype).newbyteorder("<")
+        need(offset % dtype.itemsize == 0, f"{self.name}: misaligned section at {offset}")
+        need(offset + count * dtype.itemsize <= len(self.buf), f"{self.name}: section past end")
+        return np.frombuffer(self.buf, dtype=dtype, count=count, offset=offset)
+
+    def zeros(self, start, end, what):
+        need(not any(self.buf[start:end]), f"{self.name}: non-zero {what} at {start}..{end}")
+
+
+def read_vectors(path, n, dim):
+    """Returns (kind, rows[N, D] as float32/float16/int8, scales or None)."""
+    f = BinFile(path, b"TAILRVEC")
+    need(f.a in ELEMENT_TYPES, f"{f.name}: unknown element type {f.a}")
+    need(f.count == n, f"{f.name}: {f.count} rows, manifest says {n}")
+    need(f.b == dim and 1 <= dim <= 0xFFFFFFFF, f"{f.name}: dim {f.b}, manifest says {dim}")
+    need(f.c == 0 and f.d == 0, f"{f.name}: header c/d not zero")
+    kind, page = ELEMENT_TYPES[f.a], row_page(f.version)
+    scales = None
+    if kind == "int8":
+        scales = f.view(64, np.float32, n)
+        need(np.all(np.isfinite(scales)) and np.all(scales > 0), f"{f.name}: bad scale")
+        start = align_up(64 + 4 * n, page)
+        f.zeros(64 + 4 * n, start, "padding")
+        dtype = np.int8
+    else:
+        start = align_up(64, page)
+        f.zeros(64, start, "padding")
+        dtype = np.float32 if kind == "f32" else np.float16
+    size = np.dtype(dtype).itemsize
+    f.expect_len(start + size * n * dim)
+    rows = f.view(start, dtype, n * dim).reshape(n, dim)
+    return kind, rows, scales, f.version
+
+
+class Graph:
+    def __init__(self, path, n):
+        f = BinFile(path, b"TAILRGRF")
+        self.m0, self.m, self.entry, self.upper = f.a, f.b, f.c, f.d
+        need(f.count == n, f"{f.name}: {f.count} nodes, manifest says {n}")
+        need(1 <= self.m0 <= 4096 and 1 <= self.m <= 4096, f"{f.name}: M0/M out of range")
+        need((self.entry == NO_ENTRY) == (n == 0), f"{f.name}: entry {self.entry} vs N={n}")
+        # Check sizes in Python ints before any allocation so a hostile U/M can't overflow.
+        l0, lv = 64, 64 + 4 * n * (self.m0 + 1)
+        us = align_up(lv + n, 4)
+        ub = us + 4 * n
+        f.expect_len(ub + 4 * self.upper * (self.m + 1))
+        self.level0 = f.view(l0, np.uint32, n * (self.m0 + 1)).reshape(n, self.m0 + 1)
+        self.levels = f.view(lv, np.uint8, n)
+        f.zeros(lv + n, us, "levels padding")
+        self.starts = f.view(us, np.uint32, n)
+        self.blocks = f.view(ub, np.uint32, self.upper * (self.m + 1)).reshape(self.upper, self.m + 1)
+        self.name, self.n = f.name, n
+        self.validate()
+
+    def validate(self):
+        n, name = self.n, self.name
+        lv = self.levels.astype(np.int64)
+        need(int(lv.sum()) == self.upper, f"{name}: U={self.upper} but levels sum to {lv.sum()}")
+        if n:
+            need(self.entry < n, f"{name}: entry {self.entry} >= N")
+            need(lv[self.entry] == lv.max(), f"{name}: entry is not on the top level")
+        self._check_lists(self.level0, self.m0, np.zeros(n, np.int64), "level 0")
+        # Upper block indices must stay inside U and, since U = sum of levels, each
+        # block must belong to exactly one (node, level); a shared block would
+        # silently merge two nodes' lists. Each level's lists may only name nodes
+        # that exist on that level.
+        has = lv >= 1
+        starts = self.starts.astype(np.int64)
+        need(np.all(starts[has] + lv[has] - 1 < self.upper), f"{name}: upper block index >= U")
+        claimed = np.zeros(self.upper, np.int64)
+        for level in range(1, int(lv.max(initial=0)) + 1):
+            idx = starts[lv >= level] + level - 1
+            np.add.at(claimed, idx, 1)
+            self._check_lists(self.blocks[idx], self.m, lv, f"level {level}", level)
+        need(np.all(claimed == 1), f"{name}: upper blocks shared or unclaimed")
+
+    def _check_lists(self, blocks, cap, lv, where, level=0):
+        if len(blocks) == 0:
+            return
+        counts = blocks[:, 0]
+        need(np.all(counts <= cap), f"{self.name}: {where}: list longer than {cap}")
+        slot = np.arange(1, cap + 1)
+        used = slot[None, :] <= counts[:, None]
+        nbrs = blocks[:, 1:]
+        need(np.all(nbrs[used] < self.n), f"{self.name}: {where}: neighbour id >= N")
+        need(not np.any(nbrs[~used]), f"{self.name}: {where}: unused slots not zero")
+        if level:
+            need(np.all(lv[nbrs[used]] >= level), f"{self.name}: {where}: neighbour below level")
+
+    def neighbours(self, node, level):
+        if level == 0:
+            block = self.level0[node]
+        else:
+            block = self.blocks[int(self.starts[node]) + level - 1]
+        return block[1:1 + int(block[0])]
+
+
+def read_ids(path, n):
+    f = BinFile(path, b"TAILRIDS")
+    need(f.count == n and n < 2**32, f"{f.name}: {f.count} items, manifest says {n}")
+    need(f.a == 0 and f.c == 0 and f.d == 0, f"{f.name}: header a/c/d not zero")
+    total = f.b
+    s = 64 + 8 * (n + 1)
+    t = align_up(s + 4 * n, 8)
+    f.expect_len(t + total)
+    off = f.view(64, np.uint64, n + 1).astype(np.int64)
+    need(off[0] == 0 and off[-1] == total and np.all(np.diff(off) > 0),
+         f"{f.name}: offsets not 0..B strictly increasing (empty id?)")
+    f.zeros(s + 4 * n, t, "padding")
+    raw = f.buf[t:t + total]
+    ids = [raw[off[i]:off[i + 1]] for i in range(n)]
+    order = f.view(s, np.uint32, n)
+    need(np.array_equal(np.sort(order), np.arange(n)), f"{f.name}: sorted rows not a permutation")
+    # Strictly increasing in sorted order proves both the sort and uniqueness.
+    need(all(ids[order[i]] < ids[order[i + 1]] for i in range(n - 1)),
+         f"{f.name}: ids not unique or not sorted bytewise")
+    out = [x.decode("utf-8") for x in ids]
+    need(not any(("\n" in x or "\r" in x) for x in out), f"{f.name}: id with a line break")
+    return out
+
+
+def read_labels(path, n, schema):
+    f = BinFile(path, b"TAILRLBL")
+    attrs = schema["attributes"]
+    need(f.a == len(attrs) and f.count == n, f"{f.name}: header disagrees with manifest")
+    f.expect_len(64 + 2 * n * f.a)
+    v = f.view(64, np.uint16, n * f.a).reshape(n, f.a)
+    for j, attr in enumerate(attrs):
+        col = v[:, j]
+        need(np.all((col < len(attr["values"])) | (col == 0xFFFF)), f"{f.name}: bad label value")
+    return v
+
+
+def read_tombstones(path, n, removed):
+    f = BinFile(path, b"TAILRTMB")
+    words = (n + 63) // 64
+    need(f.count == n, f"{f.name}: {f.count} items, manifest says {n}")
+    f.expect_len(64 + 8 * words)
+    bits = np.unpackbits(f.view(64, np.uint64, words).view(np.uint8), bitorder="little")
+    need(not bits[n:].any(), f"{f.name}: bits set past row N")
+    dead = bits[:n].astype(bool)
+    need(f.b == removed == int(dead.sum()), f"{f.name}: {dead.sum()} bits, b={f.b}, manifest {removed}")
+    return dead
+
+
+class Index:
+    def __init__(self, path):
+        self.dir = path
+        mpath = os.path.join(path, "manifest.json")
+        need(os.path.getsize(mpath) <= MANIFEST_LIMIT, "manifest.json larger than 256 MiB")
+        with open(mpath, "rb") as fh:
+            m = json.loads(fh.read().decode("utf-8"))
+        need(m.get("format") == "tailor-index", "not a tailor index")
+        need(m.get("format_version") in SUPPORTED_VERSIONS,
+             f"format_version {m.get('format_version')} unsupported (rebuild the index)")
+        need(m.get("metric") == "cosine", f"unknown metric {m.get('metric')}")
+        self.m, self.n, self.removed = m, m["items"], m["removed"]
+        self.files = {e["name"]: e for e in m["files"]}
+        named = [m["ids"], m["labels"], m["tombstones"]]
+        for a in m["attributes"]:
+            named += [a["vectors"], a["compact"], a["graph"]]
+        for name in filter(None, named):
+            # Names are bare file names; refuse anything that could escape DIR.
+            need(os.path.basename(name) == name and name not in (".", ".."), f"bad name {name!r}")
+            need(name in self.files, f"{name} is not listed in manifest files")
+        need((m["labels"] is None) == (m["schema"] is None), "labels present iff schema")
+        need(self.removed == 0 or m["tombstones"], "removed > 0 without a tombstone file")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def checksums(self):
+        """{name: None if ok else reason}. Reads each file once; crc32 is zlib's."""
+        out = {}
+        for name, e in self.files.items():
+            p = self.path(name)
+            if not os.path.exists(p):
+                out[name] = "missing"
+                continue
+            crc, size = 0, 0
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+            if size != e["len"]:
+                out[name] = f"length {size} != {e['len']}"
+            elif crc != e["crc32"]:
+                out[name] = f"crc32 {crc} != {e['crc32']}"
+            else:
+                out[name] = None
+        return out
+
+    def load(self):
+        m, n = self.m, self.n
+        self.ids = read_ids(self.path(m["ids"]), n)
+        self.labels = read_labels(self.path(m["labels"]), n, m["schema"]) if m["labels"] else None
+        self.dead = (read_tombstones(self.path(m["tombstones"]), n, self.removed)
+                     if m["tombstones"] else np.zeros(n, bool))
+        self.attrs = {}
+        for a in m["attributes"]:
+            kind, vec, _, ver = read_vectors(self.path(a["vectors"]), n, a["dim"])
+            need(kind == "f32", f"{a['vectors']}: vectors file is {kind}, must be f32")
+            compact = None
+            if a["compact"]:
+                ckind, codes, scales, cver = read_vectors(self.path(a["compact"]), n, a["dim"])
+                need(ckind in ("f16", "int8"), f"{a['compact']}: compact copy is {ckind}")
+                need(ckind == m["params"]["compact"], "compact kind disagrees with params")
+                compact = (ckind, codes, scales, cver)
+            graph = Graph(self.path(a["graph"]), n)
+            self.attrs[a["name"]] = dict(dim=a["dim"], vec=vec, vec_version=ver,
+                                         compact=compact, graph=graph)
+        return self
+
+    def exact(self, attr, q, k, skip):
+        s = self.attrs[attr]["vec"] @ q
+        s[self.dead] = -np.inf
+        if skip is not None:
+            s[skip] = -np.inf
+        # Stable sort on -score keeps equal scores in row order: deterministic ties.
+        top = np.argsort(-s, kind="stable")[:k]
+        return [(int(r), float(s[r])) for r in top if s[r] != -np.inf]
+
+    def walk(self, attr, q, k, ef, skip, use_compact=True):
+        a = self.attrs[attr]
+        g = a["graph"]
+        if g.entry == NO_ENTRY:
+            return []
+        # Approximate scores steer the walk; the exact f32 rows only re-score the
+        # final beam, as the document says ("compact only guides the graph walk").
+        if use_compact and a["compact"]:
+            kind, codes, scales, _ = a["compact"]
+            if kind == "int8":
+                score = lambda r: float(scales[r]) * float(codes[r].astype(np.float32) @ q)
+            else:
+                score = lambda r: float(codes[r].astype(np.float32) @ q)
+        else:
+            score = lambda r: float(a["vec"][r] @ q)
+
+        cur = int(g.entry)
+        cur_s = score(cur)
+        for level in range(int(g.levels[cur]), 0, -1):
+            improved = True
+            while improved:
+                improved = False
+                for nb in g.neighbours(cur, level):
+                    s = score(int(nb))
+                    if s > cur_s:
+                        cur, cur_s, improved = int(nb), s, True
+
+        # Best-first on level 0. Removed rows (and the query item) stay walkable but
+        # are kept out of the result beam, so they never take one of the ef slots.
+        ef = max(ef, k)
+        seen = {cur}
+        cand = [(-cur_s, cur)]
+        beam = []  # min-heap of (score, row): beam[0] is the worst kept
+        keep = lambda r: not self.dead[r] and r != skip
+        if keep(cur):
+            beam.append((cur_s, cur))
+        while cand:
+            neg, node = heapq.heappop(cand)
+            if len(beam) >= ef and -neg < beam[0][0]:
+                break
+            for nb in g.neighbours(node, 0):
+                nb = int(nb)
+                if nb in seen:
+                    continue
+                seen.add(nb)
+                s = score(nb)
+                if len(beam) < ef or s > beam[0][0]:
+                    heapq.heappush(cand, (-s, nb))
+                    if keep(nb):
+                        heapq.heappush(beam, (s, nb))
+                        if len(beam) > ef:
+                            heapq.heappop(beam)
+        rows = np.array(sorted(r for _, r in beam), dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        exact = a["vec"][rows] @ q
+        order = np.lexsort((rows, -exact))[:k]
+        return [(int(rows[i]), float(exact[i])) for i in order]
+
+
+def summary(ix, crcs):
+    m = ix.m
+    print(f"index {ix.dir}: format_version {m['format_version']}, generation {m['generation']}")
+    print(f"items {ix.n} (removed {ix.removed}), metric {m['metric']}, params {m['params']}")
+    if ix.labels is not None:
+        print(f"labels: {[a['name'] for a in m['schema']['attributes']]}")
+    for name, a in ix.attrs.items():
+        g = a["graph"]
+        comp = a["compact"]
+        ctext = f"{comp[0]} (v{comp[3]})" if comp else "none"
+        print(f"attribute {name}: dim {a['dim']}, f32 v{a['vec_version']}, compact {ctext}")
+        deg = g.level0[:, 0].mean() if ix.n else 0.0
+        top = int(g.levels[g.entry]) if ix.n else -1
+        print(f"  graph: M0 {g.m0}, M {g.m}, entry {g.entry if ix.n else None}, "
+              f"top level {top}, upper blocks {g.upper}, mean level-0 degree {deg:.2f}")
+    bad = {k: v for k, v in crcs.items() if v}
+    print(f"checksums: {'ok' if not bad else 'FAILED'} ({len(crcs)} files)")
+    for k, v in bad.items():
+        print(f"  {k}: {v}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--exact", nargs=2, metavar=("ATTR", "ROW"))
+    mode.add_argument("--walk", nargs=2, metavar=("ATTR", "ROW"))
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--ef", type=int, default=64)
+    p.add_argument("--no-compact", action="store_true", help="walk on the f32 rows")
+    p.add_argument("--include-self", action="store_true")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    args = p.parse_args()
+    try:
+        ix = Index(args.dir)
+        crcs = ix.checksums()
+        if any(crcs.values()):
+            # Contents of a file failing its checksum can't be trusted enough to parse.
+            print("checksums: FAILED", file=sys.stderr)
+            for k, v in crcs.items():
+                if v:
+                    print(f"  {k}: {v}", file=sys.stderr)
+            return 1
+        ix.load()
+        if not (args.exact or args.walk):
+            summary(ix, crcs)
+            return 0
+        attr, row = args.exact or args.walk
+        need(attr in ix.attrs, f"no attribute {attr!r}")
+        row = int(row)
+        need(0 <= row < ix.n, f"row {row} out of range")
+        q = np.array(ix.attrs[attr]["vec"][row], dtype=np.float32)
+        skip = None if args.include_self else row
+        if args.exact:
+            res = ix.exact(attr, q, args.k, skip)
+        else:
+            res = ix.walk(attr, q, args.k, args.ef, skip, not args.no_compact)
+        if args.json:
+            print(json.dumps([{"row": r, "id": ix.ids[r], "score": s} for r, s in res],
+                             ensure_ascii=False))
+        else:
+            for r, s in res:
+                print(f"{r}\t{ix.ids[r]}\t{s:.6f}")
+        return 0
+    except KeyError as e:
+        print(f"error: manifest key or attribute {e} missing", file=sys.stderr)
+        return 2
+    except (FormatError, TypeError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
