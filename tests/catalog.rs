@@ -364,3 +364,27 @@ fn unreadable_image_is_reported_by_check() {
     assert_eq!(bad, ["sf-000003", "sf-000004"]);
     assert!(!report.ok());
 }
+
+/// Value ids are u16 with 0xFFFF meaning "not labelled": an attribute with 65,535 or more
+/// values is refused, not wrapped into other values.
+#[test]
+fn attribute_with_too_many_values_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |values: usize| {
+        let path = dir.path().join(format!("m{values}.csv"));
+        let mut text = String::from("id,image,brand\n");
+        for i in 0..values {
+            text.push_str(&format!("i{i},img/{i}.png,b{i}\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ok = catalog::open(&write(65_534)).unwrap();
+    assert_eq!(ok.schema.attributes[0].values.len(), 65_534);
+    let path = write(65_535);
+    let err = error_of(&path);
+    assert!(
+        err.contains("m65535.csv") && err.contains("\"brand\" has 65535 values"),
+        "{err}"
+    );
+}

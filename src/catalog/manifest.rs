@@ -13,7 +13,7 @@
 //! `test`, each labelled (item, attribute) pair is a query when [`is_query`] says so and a
 //! candidate otherwise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -213,6 +213,22 @@ fn build(
         Some((_, s)) => s.clone(),
         None => infer_schema(&rows, &attr_order),
     };
+    // Value ids are u16 and 0xFFFF means "not labelled".
+    if let Some(a) = schema
+        .attributes
+        .iter()
+        .find(|a| a.values.len() >= ValueId::MAX as usize)
+    {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "attribute {:?} has {} values; at most {} are supported",
+                a.name,
+                a.values.len(),
+                ValueId::MAX
+            ),
+        ));
+    }
     let value_index: Vec<HashMap<&str, ValueId>> = schema
         .attributes
         .iter()
@@ -322,13 +338,12 @@ fn build(
 }
 
 fn infer_schema(rows: &[Row], attr_order: &[String]) -> Schema {
-    let mut values: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Sets, not lists: the values are sorted below anyway, and a lookup per label keeps
+    // an attribute with many values (brands, sizes) linear.
+    let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for row in rows {
         for (a, v) in &row.labels {
-            let list = values.entry(a.as_str()).or_default();
-            if !list.contains(&v.as_str()) {
-                list.push(v.as_str());
-            }
+            values.entry(a.as_str()).or_default().insert(v.as_str());
         }
     }
     let attributes = attr_order
