@@ -792,6 +792,86 @@ fn verify_finds_structural_damage_behind_valid_checksums() {
     check(".tomb", "bit count against the header", &|b| b[64] ^= 0x01);
 }
 
+#[test]
+fn manifest_metric_and_compact_kind_are_checked_on_open() {
+    let f = build_fixture(60, CompactKind::Int8);
+    let work = tempfile::tempdir().unwrap();
+    let m0: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path.join("manifest.json")).unwrap()).unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 3] = [
+        (
+            "metric",
+            |m| m["metric"] = "l2".into(),
+            "metric \"l2\" is not supported",
+        ),
+        (
+            "no-compact",
+            |m| m["params"]["compact"] = "none".into(),
+            "has a compact copy, but params.compact is None",
+        ),
+        (
+            "f16",
+            |m| m["params"]["compact"] = "f16".into(),
+            "compact copy does not match",
+        ),
+    ];
+    for (label, edit, want) in cases {
+        let d = work.path().join(label);
+        copy_dir(&f.path, &d);
+        let mut m = m0.clone();
+        edit(&mut m);
+        std::fs::write(d.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        let err = Index::open(&d).err().expect(label).to_string();
+        assert!(err.contains(want), "{label}: {err}");
+    }
+}
+
+/// A catalog of ids and images only (no label attributes) builds an index without a
+/// label table instead of failing on an empty label matrix.
+#[test]
+fn labels_without_attributes_build_an_unlabelled_index() {
+    let n = 40;
+    let rows = mixture(n, 8, 2, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let input = BuildInput {
+        ids: ids(n, "x"),
+        attributes: vec![AttributeInput {
+            name: "v".into(),
+            dim: 8,
+            rows: &rows,
+        }],
+        labels: Some(ItemLabels {
+            schema: Schema { attributes: vec![] },
+            labels: Labels::new(n, 0),
+        }),
+        model: None,
+    };
+    index::build(
+        dir.path(),
+        &input,
+        &BuildParams::default(),
+        ProgressMode::Quiet,
+    )
+    .unwrap();
+    let ix = Index::open(dir.path()).unwrap();
+    assert!(ix.schema().is_none());
+    assert_eq!(ix.len(), n);
+    // Adding more such items keeps it unlabelled.
+    let more = mixture(5, 8, 2, 4);
+    let add = BuildInput {
+        ids: ids(5, "y"),
+        attributes: vec![AttributeInput {
+            name: "v".into(),
+            dim: 8,
+            rows: &more,
+        }],
+        ..input
+    };
+    index::add(dir.path(), &add, ProgressMode::Quiet).unwrap();
+    assert_eq!(Index::open(dir.path()).unwrap().len(), n + 5);
+}
+
 // ---- crash safety -----------------------------------------------------------------
 
 fn tailor_bin() -> &'static str {

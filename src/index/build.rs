@@ -173,12 +173,13 @@ pub(super) fn build_locked(
     let n = input.ids.len();
     check_ids(&input.ids, &HashSet::new())?;
     check_attributes(input, None)?;
-    let label_values = label_values(input.labels.as_ref(), n, out_dir)?;
+    let labels = item_labels(input);
+    let label_values = label_values(labels, n, out_dir)?;
     let gen = next_generation(out_dir);
     let mut files: Vec<FileEntry> = Vec::new();
     let ids_name = name(gen, "ids");
     files.push(write_ids(&out_dir.join(&ids_name), &input.ids)?);
-    let labels_name = match (&input.labels, &label_values) {
+    let labels_name = match (labels, &label_values) {
         (Some(l), Some(values)) => {
             let nm = name(gen, "labels");
             files.push(write_labels(&out_dir.join(&nm), l.schema.len(), values)?);
@@ -232,7 +233,7 @@ pub(super) fn build_locked(
             compact: params.compact,
         },
         model: input.model.clone(),
-        schema: input.labels.as_ref().map(|l| l.schema.clone()),
+        schema: labels.map(|l| l.schema.clone()),
         ids: ids_name,
         labels: labels_name,
         tombstones: None,
@@ -282,16 +283,17 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
     all_ids.extend(input.ids.iter().cloned());
     let ids_name = name(gen, "ids");
     files.push(write_ids(&dir.join(&ids_name), &all_ids)?);
+    let labels = item_labels(input);
     let labels_name = match &old.schema {
         Some(schema) => {
-            if let Some(l) = &input.labels {
+            if let Some(l) = labels {
                 if &l.schema != schema {
                     return Err(Error::Usage(
                         "the labels of the new items use a different schema than the index".into(),
                     ));
                 }
             }
-            let new_values = label_values(input.labels.as_ref(), n_new, dir)?
+            let new_values = label_values(labels, n_new, dir)?
                 .unwrap_or_else(|| vec![NO_LABEL; n_new * schema.len()]);
             let mut values = Vec::with_capacity((n_old + n_new) * schema.len());
             for r in 0..n_old {
@@ -304,7 +306,7 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
             files.push(write_labels(&dir.join(&nm), schema.len(), &values)?);
             Some(nm)
         }
-        None if input.labels.is_some() => {
+        None if labels.is_some() => {
             return Err(Error::Usage(format!(
                 "{}: the index has no labels; rebuild it with labels to add labelled items",
                 dir.display()
@@ -540,6 +542,15 @@ fn check_attributes(input: &BuildInput, index: Option<&Index>) -> Result<()> {
 }
 
 /// Label values as stored (item-major, `NO_LABEL` for none), checked against the schema.
+/// The input's labels, or none when their schema has no attributes (a catalog of ids
+/// and images only): an index stores a label table only for at least one attribute.
+fn item_labels<'a>(input: &'a BuildInput) -> Option<&'a ItemLabels> {
+    input
+        .labels
+        .as_ref()
+        .filter(|l| !l.schema.attributes.is_empty())
+}
+
 fn label_values(labels: Option<&ItemLabels>, n: usize, dir: &Path) -> Result<Option<Vec<u16>>> {
     let Some(l) = labels else { return Ok(None) };
     if l.labels.items() != n {

@@ -111,8 +111,34 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Cross-checks that every named file is listed once and names are plain file names.
+    /// Cross-checks that every named file is listed once and names are plain file names,
+    /// that the metric is one this reader scores with, and that attributes carry a
+    /// compact copy exactly when the parameters say so.
     fn check(&self, path: &Path) -> Result<()> {
+        if self.metric != "cosine" {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "metric {:?} is not supported (tailor scores by \"cosine\")",
+                    self.metric
+                ),
+            ));
+        }
+        if let Some(a) = self
+            .attributes
+            .iter()
+            .find(|a| a.compact.is_some() != (self.params.compact != CompactKind::None))
+        {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "attribute {:?} {} a compact copy, but params.compact is {:?}",
+                    a.name,
+                    if a.compact.is_some() { "has" } else { "lacks" },
+                    self.params.compact
+                ),
+            ));
+        }
         let mut named: Vec<&str> = vec![self.ids.as_str()];
         named.extend(self.labels.as_deref());
         named.extend(self.tombstones.as_deref());

@@ -253,7 +253,11 @@ impl Index {
                 Some(name) => {
                     let path = file(name)?;
                     let c = VectorFile::open(&path)?;
-                    if c.dtype == Dtype::F32 || c.count != n || c.dim != entry.dim {
+                    let want = match manifest.params.compact {
+                        CompactKind::F16 => Dtype::F16,
+                        _ => Dtype::Int8,
+                    };
+                    if c.dtype != want || c.count != n || c.dim != entry.dim {
                         return Err(Error::corrupted(
                             &path,
                             "compact copy does not match the f32 rows",
