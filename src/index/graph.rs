@@ -301,6 +301,16 @@ impl MappedGraph {
             .ok_or_else(|| self.corrupt(format!("node {node} out of range")))
     }
 
+    /// Each node's first upper-level block (the upper-start table).
+    fn upper_starts(&self) -> Result<&[u32]> {
+        cast(
+            &self.map,
+            self.upper_start_at,
+            self.count as u64,
+            &self.path,
+        )
+    }
+
     fn corrupt(&self, reason: String) -> Error {
         Error::corrupted(&self.path, reason)
     }
@@ -352,12 +362,7 @@ impl MappedGraph {
         if let Some(p) = problem {
             return Err(self.corrupt(p));
         }
-        let starts: &[u32] = cast(
-            &self.map,
-            self.upper_start_at,
-            self.count as u64,
-            &self.path,
-        )?;
+        let starts = self.upper_starts()?;
         let mut blocks = 0u64;
         for node in 0..self.count as u32 {
             if starts[node as usize] as u64 != blocks {
@@ -463,12 +468,7 @@ impl GraphRead for MappedGraph {
         if self.level(node)? < level {
             return Ok(&[]);
         }
-        let starts: &[u32] = cast(
-            &self.map,
-            self.upper_start_at,
-            self.count as u64,
-            &self.path,
-        )?;
+        let starts = self.upper_starts()?;
         let index = starts[node as usize] as u64 + (level as u64 - 1);
         if index >= self.upper_blocks {
             return Err(self.corrupt(format!("upper block {index} of node {node} out of range")));
