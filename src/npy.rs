@@ -38,11 +38,16 @@ pub fn read_f32_matrix(path: &Path) -> Result<Matrix> {
 
 fn parse_f32_matrix(bytes: &[u8]) -> std::result::Result<Matrix, String> {
     let (rows, cols, data_start) = parse_header(bytes)?;
-    let data = bytes[data_start..]
+    let data = le_f32s(&bytes[data_start..]);
+    Ok(Matrix { rows, cols, data })
+}
+
+/// Little-endian float32 bytes as values.
+fn le_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Matrix { rows, cols, data })
+        .collect()
 }
 
 /// A float32 `.npy` matrix mapped rather than read, for inputs too large to copy
@@ -82,12 +87,7 @@ pub fn map_f32_matrix(path: &Path) -> Result<MappedMatrix> {
     let data = if in_place {
         MatrixData::Mapped { map, start }
     } else {
-        MatrixData::Read(
-            map[start..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        MatrixData::Read(le_f32s(&map[start..]))
     };
     Ok(MappedMatrix { rows, cols, data })
 }

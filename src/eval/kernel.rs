@@ -359,19 +359,6 @@ unsafe fn kernel_avx2_fma(
     unsafe { kernel_body::<true>(q, c, dim, tile, stride, acc) }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel_avx2_fma(
-    q: *const f32,
-    c: *const f32,
-    dim: usize,
-    tile: *mut f32,
-    stride: usize,
-    acc: bool,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { kernel_body::<true>(q, c, dim, tile, stride, acc) }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{MR, NR};

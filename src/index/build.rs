@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::distance::normalize;
-use super::format::{Dtype, FileEntry, INDEX_FORMAT_VERSION};
+use super::format::{FileEntry, INDEX_FORMAT_VERSION};
 use super::graph::{draw_level, MemGraph};
 use super::hnsw::{HnswBuilder, Rows};
 use super::manifest::{
@@ -207,7 +207,7 @@ pub(super) fn build_locked(
                 &out_dir.join(c),
                 a.dim,
                 &[written.f32_rows_bulk()?],
-                dtype(params.compact),
+                params.compact.dtype(),
             )?);
         }
         let t = Instant::now();
@@ -343,7 +343,7 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
                 &dir.join(c),
                 dim,
                 &[old_rows, &new_rows],
-                dtype(params.compact),
+                params.compact.dtype(),
             )?);
         }
         let t = Instant::now();
@@ -541,7 +541,6 @@ fn check_attributes(input: &BuildInput, index: Option<&Index>) -> Result<()> {
     Ok(())
 }
 
-/// Label values as stored (item-major, `NO_LABEL` for none), checked against the schema.
 /// The input's labels, or none when their schema has no attributes (a catalog of ids
 /// and images only): an index stores a label table only for at least one attribute.
 fn item_labels<'a>(input: &'a BuildInput) -> Option<&'a ItemLabels> {
@@ -551,6 +550,7 @@ fn item_labels<'a>(input: &'a BuildInput) -> Option<&'a ItemLabels> {
         .filter(|l| !l.schema.attributes.is_empty())
 }
 
+/// Label values as stored (item-major, `NO_LABEL` for none), checked against the schema.
 fn label_values(labels: Option<&ItemLabels>, n: usize, dir: &Path) -> Result<Option<Vec<u16>>> {
     let Some(l) = labels else { return Ok(None) };
     if l.labels.items() != n {
@@ -670,14 +670,6 @@ fn attribute_entry(
             CompactKind::Int8 => Some(name(gen, &format!("a{ai}.int8.vec"))),
         },
         graph: name(gen, &format!("a{ai}.graph")),
-    }
-}
-
-fn dtype(kind: CompactKind) -> Dtype {
-    match kind {
-        CompactKind::None => Dtype::F32,
-        CompactKind::F16 => Dtype::F16,
-        CompactKind::Int8 => Dtype::Int8,
     }
 }
 

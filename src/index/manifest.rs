@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{check_version, FileEntry, INDEX_FORMAT_VERSION};
+use super::format::{check_version, Dtype, FileEntry, INDEX_FORMAT_VERSION};
 use crate::catalog::Schema;
 use crate::error::{Error, IoContext, Result};
 
@@ -29,6 +29,17 @@ pub enum CompactKind {
     F16,
     /// int8 codes with one f32 scale per row (1 byte per value).
     Int8,
+}
+
+impl CompactKind {
+    /// Element type of the compact file (`F32` for none: the walk uses the f32 rows).
+    pub fn dtype(self) -> Dtype {
+        match self {
+            CompactKind::None => Dtype::F32,
+            CompactKind::F16 => Dtype::F16,
+            CompactKind::Int8 => Dtype::Int8,
+        }
+    }
 }
 
 impl std::str::FromStr for CompactKind {

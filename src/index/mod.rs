@@ -253,11 +253,10 @@ impl Index {
                 Some(name) => {
                     let path = file(name)?;
                     let c = VectorFile::open(&path)?;
-                    let want = match manifest.params.compact {
-                        CompactKind::F16 => Dtype::F16,
-                        _ => Dtype::Int8,
-                    };
-                    if c.dtype != want || c.count != n || c.dim != entry.dim {
+                    if c.dtype != manifest.params.compact.dtype()
+                        || c.count != n
+                        || c.dim != entry.dim
+                    {
                         return Err(Error::corrupted(
                             &path,
                             "compact copy does not match the f32 rows",
@@ -469,14 +468,14 @@ impl Index {
                 };
                 // int8 rows are scored with the query rounded to i16 steps: that adds
                 // at most `int8_query_bound` (in units of the row's scale).
-                let half_l1 = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>() + int8_query_bound;
+                let per_scale = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>() + int8_query_bound;
                 let margin = |n: u32| match scales {
                     // Plus subnormal rounding and f32 summation, both far below 1e-5.
                     None => 1.0 / 2048.0 + 1e-5,
                     // Rounded up a little: the bound itself is computed in f32.
                     Some(sc) => sc
                         .get(n as usize)
-                        .map_or(f32::INFINITY, |s| s * half_l1 * (1.0 + 1e-5)),
+                        .map_or(f32::INFINITY, |s| s * per_scale * (1.0 + 1e-5)),
                 };
                 // Re-score exactly from the f32 rows, best compact score first, until no
                 // remaining candidate can reach the k-th best exact score: each re-scored
@@ -539,7 +538,8 @@ impl Index {
             .collect()
     }
 
-    /// Checks every file's crc32 and the graph's neighbour ids and the labels' values.
+    /// Checks every file's length and crc32, then the structure of every file (the
+    /// list in `index-format.md`, section `tailor index verify`).
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = verify_dir(&self.dir)?;
         let mut note = |r: Result<()>| {
