@@ -365,8 +365,8 @@ fn unreadable_image_is_reported_by_check() {
     assert!(!report.ok());
 }
 
-/// Value ids are u16 with 0xFFFF meaning "not labelled": an attribute with 65,535 or more
-/// values is refused, not wrapped into other values.
+/// Value ids are u16 with 0xFFFF meaning "not labelled": an attribute with more than
+/// 65,535 values is refused, not wrapped into other values.
 #[test]
 fn attribute_with_too_many_values_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,12 +379,15 @@ fn attribute_with_too_many_values_is_refused() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let ok = catalog::open(&write(65_534)).unwrap();
-    assert_eq!(ok.schema.attributes[0].values.len(), 65_534);
-    let path = write(65_535);
+    let ok = catalog::open(&write(65_535)).unwrap();
+    assert_eq!(ok.schema.attributes[0].values.len(), 65_535);
+    // The highest value id is 65534, one below the "not labelled" marker.
+    let ids = (0..65_535).filter_map(|i| ok.labels.get(i, 0));
+    assert_eq!((ids.clone().count(), ids.max()), (65_535, Some(65_534)));
+    let path = write(65_536);
     let err = error_of(&path);
     assert!(
-        err.contains("m65535.csv") && err.contains("\"brand\" has 65535 values"),
+        err.contains("m65536.csv") && err.contains("\"brand\" has 65536 values"),
         "{err}"
     );
 }

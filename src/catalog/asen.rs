@@ -104,7 +104,7 @@ pub fn read_schema(meta_path: &Path, dataset: Option<&str>) -> Result<(String, S
             .get(a)
             .and_then(Value::as_u64)
             .ok_or_else(|| bad(&format!("\"ATTRIBUTES_NUM\" has no count for {a:?}")))?;
-        if n == 0 || n >= ValueId::MAX as u64 {
+        if n == 0 || n > ValueId::MAX as u64 {
             return Err(bad(&format!("attribute {a:?} has {n} values")));
         }
         let values = match value_names.and_then(|v| v.get(a)).and_then(Value::as_array) {

@@ -213,11 +213,11 @@ fn build(
         Some((_, s)) => s.clone(),
         None => infer_schema(&rows, &attr_order),
     };
-    // Value ids are u16 and 0xFFFF means "not labelled".
+    // Value ids are u16 and 0xFFFF means "not labelled": ids 0 ..= 65534.
     if let Some(a) = schema
         .attributes
         .iter()
-        .find(|a| a.values.len() >= ValueId::MAX as usize)
+        .find(|a| a.values.len() > ValueId::MAX as usize)
     {
         return Err(Error::invalid(
             path,
