@@ -12,6 +12,9 @@ pub mod catalog;
 pub mod embed;
 pub mod error;
 pub mod eval;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
+pub mod fsio;
 pub mod index;
 pub mod model;
 pub mod npy;
@@ -20,6 +23,27 @@ pub mod query;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Evaluates a named failpoint (see `failpoints`, behind the `failpoints` feature): an
+/// armed point returns its injected error. Without the feature this is `Ok(())`.
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! failpoint {
+    ($name:expr) => {
+        $crate::failpoints::eval($name)
+    };
+}
+
+/// Evaluates a named failpoint: `Ok(())` (the `failpoints` feature is off).
+#[cfg(not(feature = "failpoints"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! failpoint {
+    ($name:expr) => {
+        $crate::Result::<()>::Ok(())
+    };
+}
 
 /// FNV-1a, 64 bit: a stable hash for assignments that must never change (manifest
 /// query/candidate lists, `--shard K/N`).

@@ -193,6 +193,12 @@ fn map(args: MapArgs, out: &Output) -> anyhow::Result<ExitCode> {
                 a.name, a.queries_without_relevant
             );
         }
+        for a in report.attributes.iter().filter(|a| a.skipped_items > 0) {
+            println!(
+                "note: {}: {} queries and candidates skipped (removed from the index)",
+                a.name, a.skipped_items
+            );
+        }
         if args.values {
             for a in &report.attributes {
                 println!();

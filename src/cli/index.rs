@@ -187,6 +187,7 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
             print_summary(out, &summary, "merged")
         }
         IndexCommand::Verify { dir } => {
+            // Damage (the manifest's included) is a report, exit 1; an I/O error is exit 2.
             let mut report = index::verify_dir(&dir)?;
             if report.ok {
                 match Index::open(&dir) {

@@ -109,10 +109,18 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
             (h, "rerank")
         }
         None => {
+            let k = args.k.unwrap_or(10);
+            if k > ix.live_len() && !out.json {
+                eprintln!(
+                    "note: -k {k} is more than the index's {} items; at most {} results",
+                    ix.live_len(),
+                    ix.live_len()
+                );
+            }
             let q = Query {
                 target,
                 attrs: attrs.clone(),
-                k: args.k.unwrap_or(10),
+                k,
                 ef: args.ef,
                 exact: args.exact,
                 filter,

@@ -11,8 +11,13 @@ impl VectorSource for Index {
     fn vectors(&self, attribute: &str) -> Result<&[f32]> {
         Index::vectors(self, attribute)
     }
+    /// Removed items have no row here: evaluation skips them on both sides (exact and
+    /// graph rankings), as the graph never returns them.
     fn row(&self, id: &str) -> Option<usize> {
-        Index::row(self, id)
+        Index::row(self, id).filter(|&r| !self.is_removed(r))
+    }
+    fn skips_absent(&self) -> bool {
+        true
     }
 }
 
@@ -24,11 +29,12 @@ pub struct GraphSearch<'a> {
 
 impl NeighbourSearch for GraphSearch<'_> {
     fn search(&self, attribute: &str, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
+        let opts = SearchOptions::new(k, self.ef.max(k));
         Ok(self
             .index
-            .search(attribute, query, k, self.ef.max(k))?
+            .search_rows(attribute, query, &opts)?
             .into_iter()
-            .map(|h| (h.row, h.score))
+            .map(|(score, row)| (row, score))
             .collect())
     }
 
@@ -43,9 +49,9 @@ impl NeighbourSearch for GraphSearch<'_> {
         opts.accept = Some(accept);
         Ok(self
             .index
-            .search_with(attribute, query, &opts)?
+            .search_rows(attribute, query, &opts)?
             .into_iter()
-            .map(|h| (h.row, h.score))
+            .map(|(score, row)| (row, score))
             .collect())
     }
 }

@@ -399,6 +399,7 @@ fn summarise(
         map: mean(outcomes.iter().map(|o| o.ap), q),
         random_map: mean(outcomes.iter().map(|o| o.random_ap), q),
         queries_without_relevant: outcomes.iter().filter(|o| o.relevant == 0).count(),
+        skipped_items: set.skipped,
         precision_at: options
             .ks
             .iter()
@@ -453,6 +454,7 @@ mod tests {
                 candidates: (0..nc)
                     .map(|_| (rng.gen_range(0..rows), rng.gen_range(0..values - 1)))
                     .collect(),
+                skipped: 0,
             });
         }
         (InMemoryVectors::new(dim, mats).unwrap(), sets)
@@ -520,6 +522,7 @@ mod tests {
             values: vec!["x".into(), "y".into()],
             queries: vec![(0, 0), (0, 1)],
             candidates: vec![(1, 0), (2, 1), (3, 0)],
+            skipped: 0,
         };
         let r = evaluate_map(
             &src,
@@ -592,6 +595,7 @@ mod tests {
             values: vec!["x".into(), "y".into()],
             queries: vec![(0, 1)],
             candidates: vec![(1, 0), (2, 1), (3, 0), (4, 1)],
+            skipped: 0,
         };
         // The searcher returns only the query's own row (not a candidate) and the best
         // candidate: candidates 1..3 rank after it in list order -> relevant at 2 and 4.
@@ -628,6 +632,7 @@ mod tests {
             values: vec!["x".into()],
             queries: vec![(0, 0)],
             candidates: vec![(1, 0)],
+            skipped: 0,
         };
         let err = evaluate_map(
             &src,

@@ -37,6 +37,13 @@ pub trait VectorSource: Sync {
     fn vectors(&self, attribute: &str) -> Result<&[f32]>;
     /// Row of an item id (the same row in every attribute's matrix).
     fn row(&self, id: &str) -> Option<usize>;
+    /// Whether query and candidate items without a row are skipped (and counted in
+    /// [`AttributeSet::skipped`]) instead of refused: an index, whose items change with
+    /// `remove` and `compact`, answers `None` for removed items, so the exact and the
+    /// approximate ranking see one candidate set. Files of vectors refuse a missing item.
+    fn skips_absent(&self) -> bool {
+        false
+    }
 }
 
 /// An approximate nearest-neighbour searcher over the same rows as a [`VectorSource`]
@@ -73,4 +80,7 @@ pub struct AttributeSet {
     pub queries: Vec<(usize, u16)>,
     /// Candidate rows and their value ids, in candidate-list order (the tie order).
     pub candidates: Vec<(usize, u16)>,
+    /// Queries and candidates left out because the source has no row for them (an
+    /// index's removed items; see [`VectorSource::skips_absent`]).
+    pub skipped: usize,
 }

@@ -35,6 +35,9 @@ pub struct AttributeMap {
     pub random_map: f64,
     /// Queries whose value no candidate has (their AP counts as 0).
     pub queries_without_relevant: usize,
+    /// Queries and candidates left out because the index does not hold them (removed,
+    /// or gone after `compact`); 0 for vectors from files.
+    pub skipped_items: usize,
     pub precision_at: BTreeMap<usize, f64>,
     pub recall_at: BTreeMap<usize, f64>,
     pub ndcg_at: BTreeMap<usize, f64>,
@@ -272,6 +275,7 @@ mod tests {
             map,
             random_map: 0.1,
             queries_without_relevant: 0,
+            skipped_items: 0,
             precision_at: BTreeMap::from([(1, 0.5)]),
             recall_at: BTreeMap::from([(1, 0.25)]),
             ndcg_at: BTreeMap::from([(1, 0.5)]),

@@ -201,8 +201,11 @@ pub fn sets_from_catalog(
             ..Default::default()
         })
         .collect();
-    let place = |r: &LabelledRef, kind: &str| -> Result<(usize, u16)> {
+    let place = |r: &LabelledRef, kind: &str| -> Result<Option<(usize, u16)>> {
         let id = &catalog.items[r.item].id;
+        if source.skips_absent() && source.row(id).is_none() {
+            return Ok(None);
+        }
         let row = row_of(source, id, || {
             format!(
                 "{} {kind} of attribute {:?} (split {split})",
@@ -210,15 +213,19 @@ pub fn sets_from_catalog(
                 catalog.schema.attributes[r.attribute].name
             )
         })?;
-        Ok((row, r.value))
+        Ok(Some((row, r.value)))
     };
     for r in queries {
-        let p = place(r, "query")?;
-        sets[r.attribute].queries.push(p);
+        match place(r, "query")? {
+            Some(p) => sets[r.attribute].queries.push(p),
+            None => sets[r.attribute].skipped += 1,
+        }
     }
     for r in candidates {
-        let p = place(r, "candidate")?;
-        sets[r.attribute].candidates.push(p);
+        match place(r, "candidate")? {
+            Some(p) => sets[r.attribute].candidates.push(p),
+            None => sets[r.attribute].skipped += 1,
+        }
     }
     sets.retain(|s| !s.queries.is_empty());
     Ok(sets)
@@ -287,9 +294,20 @@ pub fn sets_from_lists(
             if value as usize == set.values.len() {
                 set.values.push(f[2].clone());
             }
-            let row = source.row(&f[0]).ok_or_else(|| {
-                Error::parse(path, *line, format!("item {:?} has no vector row", f[0]))
-            })?;
+            let row = match source.row(&f[0]) {
+                Some(row) => row,
+                None if source.skips_absent() => {
+                    set.skipped += 1;
+                    continue;
+                }
+                None => {
+                    return Err(Error::parse(
+                        path,
+                        *line,
+                        format!("item {:?} has no vector row", f[0]),
+                    ))
+                }
+            };
             if is_query {
                 set.queries.push((row, value));
             } else {

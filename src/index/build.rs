@@ -12,18 +12,20 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::distance::normalize;
-use super::format::{FileEntry, INDEX_FORMAT_VERSION};
-use super::graph::{draw_level, MemGraph};
-use super::hnsw::{HnswBuilder, Rows};
-use super::manifest::{
-    sync_dir, AttributeEntry, CompactKind, Manifest, ManifestParams, FORMAT_NAME, MANIFEST_FILE,
+use super::disk::format::{FileEntry, INDEX_FORMAT_VERSION};
+use super::disk::manifest::{
+    AttributeEntry, CompactKind, Manifest, ManifestParams, EF_CONSTRUCTION_RANGE, FORMAT_NAME,
+    M_RANGE,
 };
-use super::store::{
+use super::disk::store::{
     write_compact, write_ids, write_labels, write_tombstones, write_vectors,
     write_vectors_streamed, VectorFile, NO_LABEL,
 };
-use super::Index;
+use super::hnsw::builder::{self, HnswBuilder};
+use super::hnsw::distance::normalize;
+use super::hnsw::graph::{draw_level, MemGraph};
+use super::reader::Index;
+use super::writer::{check_inputs, file_name, lock_writer, NewGeneration, WriterLock};
 use crate::catalog::{Labels, Schema};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::{Progress, ProgressMode};
@@ -102,49 +104,6 @@ pub struct RemoveSummary {
     pub live: usize,
 }
 
-/// File in an index directory that writers hold an exclusive lock on (`flock`) while
-/// they change the index. Not part of the index; readers ignore it.
-pub const WRITER_LOCK_FILE: &str = "writer.lock";
-
-/// The exclusive writer lock of an index directory; released on drop, and by the kernel
-/// when the process dies (so a killed writer never leaves a stale lock).
-pub struct WriterLock {
-    file: std::fs::File,
-}
-
-impl Drop for WriterLock {
-    fn drop(&mut self) {
-        // Unlock explicitly: a child forked by another thread meanwhile shares the open
-        // file (until its exec closes it), and closing ours alone would leave it locked.
-        let _ = self.file.unlock();
-    }
-}
-
-/// Takes the writer lock of `dir` without waiting: [`Error::Locked`] if another writer
-/// (process or handle) holds it.
-pub fn lock_writer(dir: &Path) -> Result<WriterLock> {
-    if !dir.is_dir() {
-        return Err(Error::Invalid {
-            path: dir.to_path_buf(),
-            reason: "no such index directory".into(),
-        });
-    }
-    let path = dir.join(WRITER_LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(WriterLock { file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
-}
-
 /// Builds an index of `input` into `out_dir` (created if needed) and publishes it
 /// atomically; an index already there stays readable until the new manifest is in place.
 /// Holds the directory's writer lock throughout.
@@ -158,31 +117,44 @@ pub fn build(
     check_ids(&input.ids, &HashSet::new())?;
     check_attributes(input, None)?;
     std::fs::create_dir_all(out_dir).at(out_dir)?;
-    let _lock = lock_writer(out_dir)?;
-    build_locked(out_dir, input, params, progress)
+    let lock = lock_writer(out_dir)?;
+    build_locked(&lock, input, params, progress, Rows::Normalize)
+}
+
+/// How [`build_locked`] takes the input rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rows {
+    /// Normalise them (user input).
+    Normalize,
+    /// Copy them bit for bit: rows of an index, already normalised. Normalising again
+    /// moves some values by an ulp, so `compact` would not be a fixed point.
+    Verbatim,
 }
 
 pub(super) fn build_locked(
-    out_dir: &Path,
+    lock: &WriterLock,
     input: &BuildInput,
     params: &BuildParams,
     progress: ProgressMode,
+    rows: Rows,
 ) -> Result<BuildSummary> {
     let start = Instant::now();
+    let out_dir = lock.dir();
     check_params(params)?;
     let n = input.ids.len();
     check_ids(&input.ids, &HashSet::new())?;
     check_attributes(input, None)?;
     let labels = item_labels(input);
     let label_values = label_values(labels, n, out_dir)?;
-    let gen = next_generation(out_dir);
+    let generation = NewGeneration::start(lock);
+    let gen = generation.number();
     let mut files: Vec<FileEntry> = Vec::new();
-    let ids_name = name(gen, "ids");
-    files.push(write_ids(&out_dir.join(&ids_name), &input.ids)?);
+    let (ids_name, ids_path) = generation.file("ids");
+    files.push(write_ids(&ids_path, &input.ids)?);
     let labels_name = match (labels, &label_values) {
         (Some(l), Some(values)) => {
-            let nm = name(gen, "labels");
-            files.push(write_labels(&out_dir.join(&nm), l.schema.len(), values)?);
+            let (nm, path) = generation.file("labels");
+            files.push(write_labels(&path, l.schema.len(), values)?);
             Some(nm)
         }
         _ => None,
@@ -199,7 +171,7 @@ pub(super) fn build_locked(
             &vectors_path,
             a.dim,
             a.rows.len() / a.dim,
-            normalized_chunks(a, 0),
+            normalized_chunks(a, 0, rows == Rows::Verbatim),
         )?);
         let written = VectorFile::open(&vectors_path)?;
         if let Some(c) = &entry.compact {
@@ -240,7 +212,7 @@ pub(super) fn build_locked(
         attributes,
         files,
     };
-    publish(out_dir, &manifest)?;
+    generation.publish(&manifest)?;
     Ok(BuildSummary {
         dir: out_dir.to_path_buf(),
         generation: gen,
@@ -258,7 +230,9 @@ pub(super) fn build_locked(
 /// index has labels, the same schema (labels may be omitted: new items are unlabelled).
 pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<BuildSummary> {
     let start = Instant::now();
-    let _lock = lock_writer(dir)?;
+    let lock = lock_writer(dir)?;
+    let manifest = Manifest::read(dir)?;
+    check_inputs(dir, &manifest, None)?;
     let index = Index::open(dir)?;
     let old = index.manifest().clone();
     let n_old = index.len();
@@ -277,12 +251,13 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
         compact: old.params.compact,
         seed: old.generation,
     };
-    let gen = next_generation(dir);
+    let generation = NewGeneration::start(&lock);
+    let gen = generation.number();
     let mut files = Vec::new();
     let mut all_ids: Vec<String> = (0..n_old).map(|r| index.id(r).to_string()).collect();
     all_ids.extend(input.ids.iter().cloned());
-    let ids_name = name(gen, "ids");
-    files.push(write_ids(&dir.join(&ids_name), &all_ids)?);
+    let (ids_name, ids_path) = generation.file("ids");
+    files.push(write_ids(&ids_path, &all_ids)?);
     let labels = item_labels(input);
     let labels_name = match &old.schema {
         Some(schema) => {
@@ -302,8 +277,8 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
                 }
             }
             values.extend(new_values);
-            let nm = name(gen, "labels");
-            files.push(write_labels(&dir.join(&nm), schema.len(), &values)?);
+            let (nm, path) = generation.file("labels");
+            files.push(write_labels(&path, schema.len(), &values)?);
             Some(nm)
         }
         None if labels.is_some() => {
@@ -316,8 +291,8 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
     };
     let tombstones_name = if old.removed > 0 {
         let words = tombstone_words(&index, n_old + n_new);
-        let nm = name(gen, "tomb");
-        files.push(write_tombstones(&dir.join(&nm), n_old + n_new, &words)?);
+        let (nm, path) = generation.file("tomb");
+        files.push(write_tombstones(&path, n_old + n_new, &words)?);
         Some(nm)
     } else {
         None
@@ -348,8 +323,8 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
         }
         let t = Instant::now();
         let builder = HnswBuilder::extend(
-            &index.attr(&a.name)?.graph,
-            Rows::split(old_rows, &new_rows, dim),
+            index.graph(&a.name)?,
+            builder::Rows::split(old_rows, &new_rows, dim),
             params.ef_construction,
             &levels,
         )?;
@@ -376,7 +351,7 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
         ..old
     };
     drop(index);
-    publish(dir, &manifest)?;
+    generation.publish(&manifest)?;
     Ok(BuildSummary {
         dir: dir.to_path_buf(),
         generation: gen,
@@ -391,7 +366,13 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
 /// Marks items removed (tombstones): searches no longer return them. The vectors and
 /// graphs are kept (and reused by the new generation) until [`compact`] rebuilds.
 pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
-    let _lock = lock_writer(dir)?;
+    let lock = lock_writer(dir)?;
+    // `remove` reads the id table and the tombstones and carries every other file's
+    // manifest entry (and so its checksum) over unchanged.
+    let manifest = Manifest::read(dir)?;
+    let mut read: Vec<&str> = vec![&manifest.ids];
+    read.extend(manifest.tombstones.as_deref());
+    check_inputs(dir, &manifest, Some(&read))?;
     let index = Index::open(dir)?;
     let n = index.len();
     let mut words = tombstone_words(&index, n);
@@ -410,9 +391,10 @@ pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
     }
     let old = index.manifest().clone();
     drop(index);
-    let gen = next_generation(dir);
-    let nm = name(gen, "tomb");
-    let entry = write_tombstones(&dir.join(&nm), n, &words)?;
+    let generation = NewGeneration::start(&lock);
+    let gen = generation.number();
+    let (nm, path) = generation.file("tomb");
+    let entry = write_tombstones(&path, n, &words)?;
     let mut files: Vec<FileEntry> = old
         .files
         .iter()
@@ -428,7 +410,7 @@ pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
         files,
         ..old
     };
-    publish(dir, &manifest)?;
+    generation.publish(&manifest)?;
     Ok(RemoveSummary {
         dir: dir.to_path_buf(),
         generation: gen,
@@ -438,27 +420,20 @@ pub fn remove(dir: &Path, ids: &[String]) -> Result<RemoveSummary> {
     })
 }
 
-/// Rebuilds the index without its removed items (fresh graphs, same parameters). The
-/// live rows are staged in files beside the index and mapped, as in [`super::merge`].
-pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
-    let _lock = lock_writer(dir)?;
-    let m = Manifest::read(dir)?;
-    let params = BuildParams {
-        m: m.params.m,
-        ef_construction: m.params.ef_construction,
-        compact: m.params.compact,
-        seed: m.generation,
-    };
-    super::merge::merge_locked(dir, &[dir.to_path_buf()], &params, progress)
-}
-
-fn check_params(p: &BuildParams) -> Result<()> {
-    if !(2..=128).contains(&p.m) {
-        return Err(Error::Usage(format!("m must be in 2..=128, got {}", p.m)));
-    }
-    if p.ef_construction < 1 || p.ef_construction > 10_000 {
+pub(super) fn check_params(p: &BuildParams) -> Result<()> {
+    if !M_RANGE.contains(&p.m) {
         return Err(Error::Usage(format!(
-            "ef_construction must be in 1..=10000, got {}",
+            "m must be in {}..={}, got {}",
+            M_RANGE.start(),
+            M_RANGE.end(),
+            p.m
+        )));
+    }
+    if !EF_CONSTRUCTION_RANGE.contains(&p.ef_construction) {
+        return Err(Error::Usage(format!(
+            "ef_construction must be in {}..={}, got {}",
+            EF_CONSTRUCTION_RANGE.start(),
+            EF_CONSTRUCTION_RANGE.end(),
             p.ef_construction
         )));
     }
@@ -592,15 +567,21 @@ fn normalized_rows(a: &AttributeInput, first_row: usize) -> Result<Vec<f32>> {
 
 /// The normalised rows in chunks of 4,096 rows (16 MiB at 1024-d), checked as by
 /// [`normalized_rows`].
+/// `verbatim`: the rows are an index's, already normalised; they are passed through
+/// unchanged.
 fn normalized_chunks<'a>(
     a: &'a AttributeInput,
     first_row: usize,
+    verbatim: bool,
 ) -> impl Iterator<Item = Result<Cow<'a, [f32]>>> + 'a {
     const CHUNK_ROWS: usize = 4096;
     a.rows
         .chunks(CHUNK_ROWS * a.dim)
         .enumerate()
         .map(move |(i, chunk)| {
+            if verbatim {
+                return Ok(Cow::Borrowed(chunk));
+            }
             let mut rows = chunk.to_vec();
             normalize_checked(&mut rows, a, first_row + i * CHUNK_ROWS)?;
             Ok(Cow::Owned(rows))
@@ -642,7 +623,7 @@ fn build_graph(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
     let levels: Vec<usize> = (0..n).map(|_| draw_level(params.m, rng.gen())).collect();
     let builder = HnswBuilder::new(
-        Rows::new(rows, dim),
+        builder::Rows::new(rows, dim),
         params.m,
         2 * params.m,
         params.ef_construction,
@@ -663,84 +644,22 @@ fn attribute_entry(
     AttributeEntry {
         name: a.name.clone(),
         dim: a.dim,
-        vectors: name(gen, &format!("a{ai}.vec")),
+        vectors: file_name(gen, &format!("a{ai}.vec")),
         compact: match params.compact {
             CompactKind::None => None,
-            CompactKind::F16 => Some(name(gen, &format!("a{ai}.f16.vec"))),
-            CompactKind::Int8 => Some(name(gen, &format!("a{ai}.int8.vec"))),
+            CompactKind::F16 => Some(file_name(gen, &format!("a{ai}.f16.vec"))),
+            CompactKind::Int8 => Some(file_name(gen, &format!("a{ai}.int8.vec"))),
         },
-        graph: name(gen, &format!("a{ai}.graph")),
+        graph: file_name(gen, &format!("a{ai}.graph")),
     }
 }
 
 fn tombstone_words(index: &Index, n: usize) -> Vec<u64> {
     let mut words = vec![0u64; n.div_ceil(64)];
-    if let Some(t) = &index.tombstones {
+    if let Some(t) = index.tombstones() {
         for (w, &x) in words.iter_mut().zip(t.words()) {
             *w = x;
         }
     }
     words
-}
-
-/// File name of a generation's file: `g000042.<suffix>`.
-fn name(gen: u64, suffix: &str) -> String {
-    format!("g{gen:06}.{suffix}")
-}
-
-/// Generation number in a file name written by [`name`].
-fn generation_of(file: &str) -> Option<u64> {
-    let rest = file.strip_prefix('g')?;
-    let (digits, _) = rest.split_once('.')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// One past the highest generation named by the manifest or by any file present
-/// (leftovers of an interrupted build are never reused while they might be mapped).
-fn next_generation(dir: &Path) -> u64 {
-    let mut max = Manifest::read(dir).map(|m| m.generation).unwrap_or(0);
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if let Some(g) = e.file_name().to_str().and_then(generation_of) {
-                max = max.max(g);
-            }
-        }
-    }
-    max + 1
-}
-
-/// Commits the manifest, then deletes generation files it does not name.
-fn publish(dir: &Path, manifest: &Manifest) -> Result<()> {
-    sync_dir(dir)?;
-    manifest.commit(dir)?;
-    let keep: HashSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let file = e.file_name();
-            let Some(file) = file.to_str() else { continue };
-            if generation_of(file).is_some() && !keep.contains(file) && file != MANIFEST_FILE {
-                // Best effort: a leftover file costs space, never correctness.
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generation_names() {
-        assert_eq!(name(3, "ids"), "g000003.ids");
-        assert_eq!(generation_of("g000003.a0.vec"), Some(3));
-        assert_eq!(generation_of("g1234567.ids"), Some(1234567));
-        assert_eq!(generation_of("manifest.json"), None);
-        assert_eq!(generation_of("g.ids"), None);
-        assert_eq!(generation_of("gx1.ids"), None);
-    }
 }

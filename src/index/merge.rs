@@ -1,13 +1,19 @@
-//! Merging index segments (one per `embed --shard K/N`) into one index.
+//! Merging index segments (one per `embed --shard K/N`) into one index, and `compact`,
+//! which merges an index into itself without its removed items.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::build::{build_locked, lock_writer};
-use super::{AttributeInput, BuildInput, BuildParams, BuildSummary, Index, ItemLabels};
+use super::build::{
+    build_locked, AttributeInput, BuildInput, BuildParams, BuildSummary, ItemLabels, Rows,
+};
+use super::disk::manifest::Manifest;
+use super::reader::Index;
+use super::writer::{check_inputs, lock_writer, WorkDir, WriterLock};
 use crate::catalog::Labels;
 use crate::error::{Error, IoContext, Result};
+use crate::fsio;
 use crate::progress::ProgressMode;
 
 /// Builds one index at `out` from the live items of `segments`, which must share
@@ -20,18 +26,54 @@ pub fn merge(
     progress: ProgressMode,
 ) -> Result<BuildSummary> {
     std::fs::create_dir_all(out).at(out)?;
-    let _lock = lock_writer(out)?;
-    merge_locked(out, segments, params, progress)
+    let lock = lock_writer(out)?;
+    merge_locked(&lock, segments, params, progress)
 }
 
-/// [`merge`] for a caller that holds `out`'s writer lock (`compact` merges an index into
-/// itself: its live rows are staged on disk, not held in memory).
-pub(super) fn merge_locked(
-    out: &Path,
+/// Rebuilds the index without its removed items (fresh graphs, same parameters, rows
+/// copied bit for bit). The live rows are staged in files beside the index and mapped,
+/// as in [`merge`]. An index without removed items is left as it is (nothing to do), so
+/// compacting twice gives the same bytes as compacting once; the summary then reports
+/// the current generation and 0 seconds of graph building.
+pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
+    let start = std::time::Instant::now();
+    let lock = lock_writer(dir)?;
+    let m = Manifest::read(dir)?;
+    if m.removed == 0 {
+        check_inputs(dir, &m, None)?;
+        return Ok(BuildSummary {
+            dir: dir.to_path_buf(),
+            generation: m.generation,
+            items: m.items,
+            added: 0,
+            attributes: Vec::new(),
+            bytes: m.files.iter().map(|f| f.len).sum(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    let params = BuildParams {
+        m: m.params.m,
+        ef_construction: m.params.ef_construction,
+        compact: m.params.compact,
+        seed: m.generation,
+    };
+    merge_locked(&lock, &[dir.to_path_buf()], &params, progress)
+}
+
+/// [`merge`] for a caller that holds the output's writer lock (`compact` merges an index
+/// into itself: its live rows are staged on disk, not held in memory).
+fn merge_locked(
+    lock: &WriterLock,
     segments: &[PathBuf],
     params: &BuildParams,
     progress: ProgressMode,
 ) -> Result<BuildSummary> {
+    let out = lock.dir();
+    // Every segment's files are checked against their manifest first: a merge must not
+    // turn damaged input into a freshly checksummed index.
+    for dir in segments {
+        check_inputs(dir, &Manifest::read(dir)?, None)?;
+    }
     let opened = segments
         .iter()
         .map(|p| Index::open(p))
@@ -105,11 +147,13 @@ pub(super) fn merge_locked(
 
     let staging = crate::sibling_path(out, "merge-work");
     std::fs::create_dir_all(&staging).at(&staging)?;
+    // Removed on every path out of here, errors included.
+    let _work = WorkDir(staging.clone());
     let mut maps = Vec::with_capacity(attrs.len());
     for (a, name) in attrs.iter().enumerate() {
         let path = staging.join(format!("{a}.f32"));
         let file = std::fs::File::create(&path).at(&path)?;
-        let mut w = BufWriter::new(file);
+        let mut w = BufWriter::with_capacity(1 << 20, file);
         let dim = first.dim(name)?;
         let all = opened
             .iter()
@@ -121,9 +165,8 @@ pub(super) fn merge_locked(
         }
         w.flush().at(&path)?;
         drop(w);
-        let file = std::fs::File::open(&path).at(&path)?;
-        // SAFETY: the staging file was written above and is not modified while mapped.
-        maps.push(unsafe { memmap2::Mmap::map(&file) }.at(&path)?);
+        crate::failpoint!("index::merge_staged")?;
+        maps.push(fsio::map_path(&path)?);
     }
     let attributes = attrs
         .iter()
@@ -158,9 +201,8 @@ pub(super) fn merge_locked(
         labels,
         model: first.model().cloned(),
     };
-    let summary = build_locked(out, &input, params, progress);
+    let summary = build_locked(lock, &input, params, progress, Rows::Verbatim);
     drop(input);
     drop(maps);
-    std::fs::remove_dir_all(&staging).at(&staging)?;
     summary
 }

@@ -125,7 +125,11 @@ pub fn search(index: &Index, q: &Query) -> Result<Vec<Hit>> {
         |r: usize| Some(r) != self_row && q.filter.as_ref().is_none_or(|f| f.matches(index, r));
     let score = |r: usize| weighted_score(index, &q.attrs, &vectors, r);
     let mut exact = q.exact;
-    let mut ef = q.ef.max(q.k);
+    // No query returns more rows than the index has: bounding k and ef here keeps any
+    // value (up to usize::MAX) from sizing an allocation.
+    let n = index.len();
+    let k = q.k.min(n);
+    let mut ef = q.ef.min(n).max(k);
     if let Some(f) = &q.filter {
         let matching = (0..index.len()).filter(|&r| f.matches(index, r)).count();
         let fraction = matching as f64 / index.len().max(1) as f64;
@@ -133,11 +137,13 @@ pub fn search(index: &Index, q: &Query) -> Result<Vec<Hit>> {
             exact = true;
         } else {
             // The walk discards non-matching nodes: widen it in proportion.
-            ef = ((ef as f64 / fraction).ceil() as usize).min(ef * 20);
+            ef = ((ef as f64 / fraction).ceil() as usize)
+                .min(ef.saturating_mul(20))
+                .min(n);
         }
     }
     if exact {
-        let found = top_k_by(index.len(), q.k, &|r| {
+        let found = top_k_by(n, k, &|r| {
             (accept(r) && !index.is_removed(r))
                 .then(|| score(r))
                 .transpose()
@@ -156,8 +162,8 @@ pub fn search(index: &Index, q: &Query) -> Result<Vec<Hit>> {
     };
     let mut candidates: HashSet<usize> = HashSet::new();
     for (w, v) in q.attrs.iter().zip(&vectors) {
-        for h in index.search_with(&w.attr, v, &opts)? {
-            candidates.insert(h.row);
+        for (_, row) in index.search_rows(&w.attr, v, &opts)? {
+            candidates.insert(row);
         }
     }
     let mut found = Vec::with_capacity(candidates.len());
@@ -165,7 +171,7 @@ pub fn search(index: &Index, q: &Query) -> Result<Vec<Hit>> {
         found.push((score(r)?, r));
     }
     found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    found.truncate(q.k);
+    found.truncate(k);
     Ok(hits(index, found))
 }
 

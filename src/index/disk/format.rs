@@ -45,22 +45,14 @@ pub enum Dtype {
     Int8 = 2,
 }
 
-/// Maps a whole file read-only.
+/// Maps a whole file read-only (through [`crate::fsio`], the crate's one map).
 pub fn map_file(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).at(path)?;
-    map_open_file(&file, path)
+    crate::fsio::map_path(path)
 }
 
 /// Maps the whole of an open file read-only (`path` names it in errors).
-///
-/// This is the crate's only `unsafe` file map. SAFETY: index files are written once under
-/// a fresh generation name, published by the manifest rename and never modified or
-/// truncated afterwards (updates write new files), so the mapped bytes do not change
-/// while the map lives. Every read of the map goes through bounds-checked slices.
 pub fn map_open_file(file: &File, path: &Path) -> Result<Mmap> {
-    // SAFETY: see the function comment: published index files are immutable.
-    let map = unsafe { Mmap::map(file) }.at(path)?;
-    Ok(map)
+    crate::fsio::map_readonly(file, path)
 }
 
 /// A validated 64-byte header.
@@ -239,6 +231,7 @@ impl CrcWriter {
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        crate::failpoint!("index::write")?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         self.inner.write_all(bytes).at(&self.path)
@@ -247,14 +240,6 @@ impl CrcWriter {
     pub fn pad_to(&mut self, align: u64) -> Result<()> {
         let pad = align_up(self.len, align) - self.len;
         self.write(&vec![0u8; pad as usize])
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Flushes and fsyncs; returns the manifest entry.

@@ -2,8 +2,7 @@
 //! generation with its length and crc32; writing it (temp file, fsync, rename, fsync of
 //! the directory) publishes a build or an update atomically.
 
-use std::fs::File;
-use std::io::Write;
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -11,12 +10,16 @@ use serde::{Deserialize, Serialize};
 use super::format::{check_version, Dtype, FileEntry, INDEX_FORMAT_VERSION};
 use crate::catalog::Schema;
 use crate::error::{Error, IoContext, Result};
+use crate::fsio;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
-const MANIFEST_TMP: &str = "manifest.json.tmp";
 /// Manifests larger than this are refused (a corrupted length must not exhaust memory).
 const MANIFEST_MAX_BYTES: u64 = 256 << 20;
 pub const FORMAT_NAME: &str = "tailor-index";
+/// Range of `params.m` (neighbours per node on the upper levels) writers accept.
+pub const M_RANGE: std::ops::RangeInclusive<usize> = 2..=128;
+/// Range of `params.ef_construction` writers accept.
+pub const EF_CONSTRUCTION_RANGE: std::ops::RangeInclusive<usize> = 1..=10_000;
 
 /// Compact copy of the vectors used for the graph walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -126,6 +129,49 @@ impl Manifest {
     /// that the metric is one this reader scores with, and that attributes carry a
     /// compact copy exactly when the parameters say so.
     fn check(&self, path: &Path) -> Result<()> {
+        if self.attributes.is_empty() {
+            return Err(Error::corrupted(
+                path,
+                "no attributes (an index has at least one)",
+            ));
+        }
+        let mut names = HashSet::new();
+        for a in &self.attributes {
+            if a.name.is_empty() || !names.insert(a.name.as_str()) {
+                return Err(Error::corrupted(
+                    path,
+                    format!("attribute name {:?} is empty or repeated", a.name),
+                ));
+            }
+            if a.dim == 0 || a.dim > u32::MAX as usize {
+                return Err(Error::corrupted(
+                    path,
+                    format!("attribute {:?} has dimension {}", a.name, a.dim),
+                ));
+            }
+        }
+        if !M_RANGE.contains(&self.params.m) {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "params.m is {}, outside {}..={}",
+                    self.params.m,
+                    M_RANGE.start(),
+                    M_RANGE.end()
+                ),
+            ));
+        }
+        if !EF_CONSTRUCTION_RANGE.contains(&self.params.ef_construction) {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "params.ef_construction is {}, outside {}..={}",
+                    self.params.ef_construction,
+                    EF_CONSTRUCTION_RANGE.start(),
+                    EF_CONSTRUCTION_RANGE.end()
+                ),
+            ));
+        }
         if self.metric != "cosine" {
             return Err(Error::corrupted(
                 path,
@@ -196,24 +242,13 @@ impl Manifest {
             format_version: INDEX_FORMAT_VERSION,
             ..self.clone()
         };
-        let tmp = dir.join(MANIFEST_TMP);
         let path = dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(&current).expect("manifest serialises");
-        let mut f = File::create(&tmp).at(&tmp)?;
-        f.write_all(&json).at(&tmp)?;
-        f.write_all(b"\n").at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).at(&path)?;
-        sync_dir(dir)
+        let mut json = serde_json::to_vec_pretty(&current).expect("manifest serialises");
+        json.push(b'\n');
+        fsio::atomic_write(&path, &json)
     }
 }
 
 fn is_plain_name(n: &str) -> bool {
     !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0'])
-}
-
-/// fsyncs a directory so that renames and new entries in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }

@@ -437,7 +437,7 @@ impl<'a> HnswBuilder<'a> {
 mod tests {
     use super::*;
     use crate::index::distance::normalize;
-    use crate::index::graph::{draw_level, knn, Scorer};
+    use crate::index::hnsw::graph::{draw_level, knn, Scorer};
     use crate::progress::ProgressMode;
     use rand::{Rng, SeedableRng};
 

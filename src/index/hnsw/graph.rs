@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::format::{
+use crate::error::{Error, Result};
+use crate::index::disk::format::{
     add, align_up, cast, check_len, map_file, mul, CrcWriter, FileEntry, Header, HEADER_LEN,
     MAGIC_GRAPH,
 };
-use crate::error::{Error, Result};
 
 /// Largest neighbour list accepted in a graph file (sanity bound on a header field).
 const MAX_DEGREE: u64 = 4096;
@@ -38,7 +38,7 @@ pub trait Scorer {
 
 /// A float that orders totally (NaN sorts lowest), for heaps.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Sim(pub f32);
+pub(crate) struct Sim(pub f32);
 impl Eq for Sim {}
 impl PartialOrd for Sim {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -53,7 +53,7 @@ impl Ord for Sim {
 
 /// Visited marks, reused across queries on a thread (an epoch per query avoids clearing).
 #[derive(Default)]
-pub(super) struct Visited {
+pub(crate) struct Visited {
     marks: Vec<u32>,
     epoch: u32,
 }
@@ -327,6 +327,7 @@ impl MappedGraph {
 
     /// Reads the whole graph into memory (for extending it), checking it as
     /// [`MappedGraph::check`] does.
+    #[cfg(test)]
     pub fn to_mem(&self) -> Result<MemGraph> {
         let mut g = MemGraph::new(self.m, self.m0);
         self.each_list(|node, level, l, list| {
@@ -508,6 +509,7 @@ impl MemGraph {
         id
     }
 
+    #[cfg(test)]
     pub fn level(&self, node: u32) -> usize {
         self.levels[node as usize] as usize
     }
@@ -605,7 +607,7 @@ pub fn draw_level(m: usize, u: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hnsw::{HnswBuilder, Rows as FlatRows};
+    use super::super::builder::{HnswBuilder, Rows as FlatRows};
     use super::*;
     use rand::{Rng, SeedableRng};
 

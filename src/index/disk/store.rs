@@ -88,10 +88,6 @@ impl VectorFile {
         &self.path
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-
     /// All f32 rows, row-major (only for `Dtype::F32`), for reading a few rows: no
     /// read-ahead.
     pub fn f32_rows(&self) -> Result<&[f32]> {
@@ -403,10 +399,6 @@ impl IdTable {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Id of a row; `None` past the end.
     pub fn get(&self, row: usize) -> Option<&str> {
         let offsets = self.offsets();
@@ -430,10 +422,6 @@ impl IdTable {
             }
         }
         None
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// What `index verify` adds to the checks of [`IdTable::open`]: ids are non-empty

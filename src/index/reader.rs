@@ -1,0 +1,740 @@
+//! The read side: [`Index`] opens a generation (maps every file, checks headers and
+//! lengths; reads no vectors), answers graph and exact searches, and verifies.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::disk::format::{crc32, Dtype};
+use super::disk::manifest::{AttributeEntry, Manifest, MANIFEST_FILE};
+use super::disk::store::{IdTable, LabelTable, Tombstones, VectorFile};
+use super::hnsw::distance::{
+    self, dot_f16, dot_f32, dot_i16_i8, prefetch, QueryI16, PREFETCH_COMPACT_LINES,
+    PREFETCH_F32_LINES,
+};
+use super::hnsw::exact;
+use super::hnsw::graph::{self, GraphRead, MappedGraph, Scorer, Sim};
+use crate::catalog::{Schema, ValueId};
+use crate::error::{Error, Result};
+use crate::fsio;
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Dense row id in the index.
+    pub row: usize,
+    /// External item id.
+    pub id: String,
+    /// Cosine similarity (or weighted sum of them for multi-attribute queries).
+    pub score: f32,
+}
+
+/// Options of a graph search beyond `k` and `ef`.
+#[derive(Clone, Copy)]
+pub struct SearchOptions<'a> {
+    pub k: usize,
+    /// Size of the candidate list of the level-0 walk (raised to `k` if smaller).
+    pub ef: usize,
+    /// Walk the graph on the compact copy when the index has one (final scores are
+    /// always exact, from the f32 rows).
+    pub use_compact: bool,
+    /// Only rows for which this returns true are returned (removed rows never are).
+    pub accept: Option<&'a (dyn Fn(usize) -> bool + Sync)>,
+    /// With a compact walk: at most this many of its best candidates are re-scored from
+    /// the f32 rows (at least `k`). `None`: no cap; re-scoring stops by itself once no
+    /// remaining candidate's compact score, plus its quantisation error bound, reaches
+    /// the k-th best exact score (typically k plus a few rows).
+    pub rescore: Option<usize>,
+}
+
+impl SearchOptions<'_> {
+    pub fn new(k: usize, ef: usize) -> Self {
+        SearchOptions {
+            k,
+            ef,
+            use_compact: true,
+            accept: None,
+            rescore: None,
+        }
+    }
+}
+
+struct AttributeData {
+    entry: AttributeEntry,
+    vectors: VectorFile,
+    compact: Option<VectorFile>,
+    graph: MappedGraph,
+}
+
+/// An opened index: every file mapped, headers checked, nothing read in full.
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    ids: IdTable,
+    labels: Option<LabelTable>,
+    tombstones: Option<Tombstones>,
+    attrs: Vec<AttributeData>,
+    names: Vec<String>,
+}
+
+/// Result of checking every file's length and crc32 against the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub dir: PathBuf,
+    pub files: Vec<FileCheck>,
+    /// Problems found beyond checksums (structure), or why a file could not be read.
+    pub problems: Vec<String>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileCheck {
+    pub name: String,
+    pub len: u64,
+    pub expected_len: u64,
+    pub crc32: Option<u32>,
+    pub expected_crc32: u32,
+    pub ok: bool,
+}
+
+/// Largest distance of a stored f32 row's norm from 1 that `verify` accepts. Rows are
+/// normalised at build time (norm in f64, division in f32), which leaves them within a
+/// few f32 ulps of 1 (under 1e-6 at 4096 dimensions); anything further was not written
+/// by a normalising writer.
+pub const NORM_TOLERANCE: f64 = 1e-4;
+
+/// Checks the manifest and the checksums of every file it lists, without opening the
+/// index (so it also works on an index too damaged to open). Damage, in the manifest
+/// included, is reported in [`VerifyReport::problems`] (`ok` false); `Err` only when the
+/// directory or a file cannot be read at all (I/O).
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    let manifest = match Manifest::read(dir) {
+        Ok(m) => m,
+        Err(e @ (Error::Corrupted { .. } | Error::IncompatibleVersion { .. })) => {
+            return Ok(VerifyReport {
+                dir: dir.to_path_buf(),
+                files,
+                problems: vec![e.to_string()],
+                ok: false,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    for f in &manifest.files {
+        let path = dir.join(&f.name);
+        let (len, crc) = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 && f.len == 0 => (0, Some(crc32(&[]))),
+            Ok(meta) if meta.len() == f.len => match fsio::map_path(&path) {
+                Ok(map) => (meta.len(), Some(crc32(&map))),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    (meta.len(), None)
+                }
+            },
+            Ok(meta) => (meta.len(), None),
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                (0, None)
+            }
+        };
+        files.push(FileCheck {
+            name: f.name.clone(),
+            len,
+            expected_len: f.len,
+            crc32: crc,
+            expected_crc32: f.crc32,
+            ok: len == f.len && crc == Some(f.crc32),
+        });
+    }
+    let ok = problems.is_empty() && files.iter().all(|f| f.ok);
+    Ok(VerifyReport {
+        dir: dir.to_path_buf(),
+        files,
+        problems,
+        ok,
+    })
+}
+
+impl Index {
+    /// Opens an index directory: reads the manifest, maps every file, checks headers,
+    /// lengths and cross-file counts. Cost: the manifest plus one pass over the id
+    /// offsets; vectors and graphs are not read.
+    ///
+    /// A writer may commit between reading the manifest and opening its files, and then
+    /// deletes the files of the previous generation: a file the manifest named is gone.
+    /// Open then reads the manifest again and retries with the new generation (as long
+    /// as the generation keeps changing), so a reader never fails because of a commit;
+    /// once open, the maps hold the files whatever writers do.
+    pub fn open(dir: &Path) -> Result<Index> {
+        let mut manifest = Manifest::read(dir)?;
+        loop {
+            let generation = manifest.generation;
+            match Index::open_generation(dir, manifest) {
+                Err(Error::Io { path, source })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    let again = Manifest::read(dir)?;
+                    if again.generation == generation {
+                        return Err(Error::Io { path, source });
+                    }
+                    manifest = again;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_generation(dir: &Path, manifest: Manifest) -> Result<Index> {
+        let n = manifest.items;
+        let file = |name: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            let want = manifest.file(name).map(|f| f.len).unwrap_or(0);
+            let got = std::fs::metadata(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .len();
+            if got != want {
+                return Err(Error::corrupted(
+                    &path,
+                    format!("is {got} bytes, the manifest records {want} (truncated or replaced?)"),
+                ));
+            }
+            Ok(path)
+        };
+        let count_err = |path: &Path, what: &str, got: usize| {
+            Error::corrupted(
+                path,
+                format!("holds {got} {what}, the manifest records {n} items"),
+            )
+        };
+        let ids_path = file(&manifest.ids)?;
+        let ids = IdTable::open(&ids_path)?;
+        if ids.len() != n {
+            return Err(count_err(&ids_path, "ids", ids.len()));
+        }
+        let labels = match (&manifest.labels, &manifest.schema) {
+            (Some(name), Some(schema)) => {
+                let path = file(name)?;
+                let t = LabelTable::open(&path)?;
+                if t.count != n {
+                    return Err(count_err(&path, "label rows", t.count));
+                }
+                if t.attributes != schema.len() {
+                    return Err(Error::corrupted(
+                        &path,
+                        format!(
+                            "has {} label attributes, the schema {}",
+                            t.attributes,
+                            schema.len()
+                        ),
+                    ));
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        let tombstones = match &manifest.tombstones {
+            Some(name) => {
+                let path = file(name)?;
+                let t = Tombstones::open(&path)?;
+                if t.count != n {
+                    return Err(count_err(&path, "rows", t.count));
+                }
+                if t.removed != manifest.removed {
+                    return Err(Error::corrupted(
+                        &path,
+                        "removed count disagrees with the manifest",
+                    ));
+                }
+                Some(t)
+            }
+            None if manifest.removed > 0 => {
+                return Err(Error::corrupted(
+                    dir.join(MANIFEST_FILE),
+                    "removed items but no tombstone file",
+                ))
+            }
+            None => None,
+        };
+        let mut attrs = Vec::with_capacity(manifest.attributes.len());
+        for entry in &manifest.attributes {
+            let vpath = file(&entry.vectors)?;
+            let vectors = VectorFile::open(&vpath)?;
+            if vectors.dtype != Dtype::F32 || vectors.count != n || vectors.dim != entry.dim {
+                return Err(Error::corrupted(
+                    &vpath,
+                    format!(
+                        "holds {} {:?} rows of dimension {}, the manifest records {n} f32 rows of {}",
+                        vectors.count, vectors.dtype, vectors.dim, entry.dim
+                    ),
+                ));
+            }
+            let compact = match &entry.compact {
+                Some(name) => {
+                    let path = file(name)?;
+                    let c = VectorFile::open(&path)?;
+                    if c.dtype != manifest.params.compact.dtype()
+                        || c.count != n
+                        || c.dim != entry.dim
+                    {
+                        return Err(Error::corrupted(
+                            &path,
+                            "compact copy does not match the f32 rows",
+                        ));
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
+            let gpath = file(&entry.graph)?;
+            let graph = MappedGraph::open(&gpath)?;
+            if graph.node_count() != n {
+                return Err(count_err(&gpath, "graph nodes", graph.node_count()));
+            }
+            attrs.push(AttributeData {
+                entry: entry.clone(),
+                vectors,
+                compact,
+                graph,
+            });
+        }
+        let names = manifest.attributes.iter().map(|a| a.name.clone()).collect();
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            ids,
+            labels,
+            tombstones,
+            attrs,
+            names,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Rows, including removed ones (row ids are `0..len()`).
+    pub fn len(&self) -> usize {
+        self.manifest.items
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows not removed.
+    pub fn live_len(&self) -> usize {
+        self.manifest.items - self.manifest.removed
+    }
+
+    /// Embedding attribute names, in manifest order.
+    pub fn attributes(&self) -> &[String] {
+        &self.names
+    }
+
+    fn attr(&self, name: &str) -> Result<&AttributeData> {
+        self.attrs
+            .iter()
+            .find(|a| a.entry.name == name)
+            .ok_or_else(|| Error::UnknownAttribute {
+                name: name.to_string(),
+                known: self.names.join(", "),
+            })
+    }
+
+    pub fn dim(&self, attr: &str) -> Result<usize> {
+        Ok(self.attr(attr)?.entry.dim)
+    }
+
+    /// External id of a row. Rows come from this index (`0..len()`); a row past the
+    /// end gives an empty string.
+    pub fn id(&self, row: usize) -> &str {
+        self.ids.get(row).unwrap_or("")
+    }
+
+    /// Row of an external id (removed items included; see [`Index::is_removed`]).
+    pub fn row(&self, id: &str) -> Option<usize> {
+        self.ids.find(id)
+    }
+
+    pub fn is_removed(&self, row: usize) -> bool {
+        self.tombstones.as_ref().is_some_and(|t| t.is_removed(row))
+    }
+
+    pub(crate) fn tombstones(&self) -> Option<&Tombstones> {
+        self.tombstones.as_ref()
+    }
+
+    pub(crate) fn graph(&self, attr: &str) -> Result<&MappedGraph> {
+        Ok(&self.attr(attr)?.graph)
+    }
+
+    /// The mapped, L2-normalised f32 rows of an attribute (`len() x dim`, row-major),
+    /// for passes over many rows (the map is advised for sequential reading).
+    pub fn vectors(&self, attr: &str) -> Result<&[f32]> {
+        self.attr(attr)?.vectors.f32_rows_bulk()
+    }
+
+    /// One row's vector (read without read-ahead).
+    pub fn vector(&self, attr: &str, row: usize) -> Result<&[f32]> {
+        let dim = self.dim(attr)?;
+        self.attr(attr)?
+            .vectors
+            .f32_rows()?
+            .get(row * dim..(row + 1) * dim)
+            .ok_or_else(|| Error::Usage(format!("row {row} is past the end ({} rows)", self.len())))
+    }
+
+    pub fn model(&self) -> Option<&serde_json::Value> {
+        self.manifest.model.as_ref()
+    }
+
+    /// Label schema, when the index carries labels.
+    pub fn schema(&self) -> Option<&Schema> {
+        self.manifest.schema.as_ref()
+    }
+
+    /// Label of a row for a schema attribute (by position in [`Index::schema`]).
+    pub fn label(&self, row: usize, attribute: usize) -> Option<ValueId> {
+        self.labels.as_ref()?.get(row, attribute)
+    }
+
+    /// Normalised copy of a query, checked against the attribute's dimension.
+    pub fn prepare_query(&self, attr: &str, query: &[f32]) -> Result<Vec<f32>> {
+        let dim = self.dim(attr)?;
+        if query.len() != dim {
+            return Err(Error::DimensionMismatch {
+                attribute: attr.to_string(),
+                expected: dim,
+                got: query.len(),
+            });
+        }
+        if query.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Usage(format!(
+                "query vector for {attr:?} has non-finite values"
+            )));
+        }
+        let mut q = query.to_vec();
+        if distance::normalize(&mut q) == 0.0 {
+            return Err(Error::Usage(format!(
+                "query vector for {attr:?} is all zeros"
+            )));
+        }
+        Ok(q)
+    }
+
+    /// Approximate top-`k` by the attribute's graph (`ef` >= k; larger is more exact).
+    pub fn search(&self, attr: &str, query: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>> {
+        self.search_with(attr, query, &SearchOptions::new(k, ef))
+    }
+
+    /// Graph search with options (filter, f32 or compact walk).
+    pub fn search_with(&self, attr: &str, query: &[f32], opts: &SearchOptions) -> Result<Vec<Hit>> {
+        Ok(self.hits(self.search_rows(attr, query, opts)?))
+    }
+
+    /// [`Index::search_with`] without the external ids: `(score, row)`, best first (for
+    /// callers that gather candidates by row, such as multi-attribute queries). `k` and
+    /// `ef` are clamped to the number of rows, so any value is safe.
+    pub fn search_rows(
+        &self,
+        attr: &str,
+        query: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<Vec<(f32, usize)>> {
+        let a = self.attr(attr)?;
+        let q = self.prepare_query(attr, query)?;
+        let opts = &SearchOptions {
+            k: opts.k.min(self.len()),
+            ef: opts.ef.min(self.len()),
+            ..*opts
+        };
+        let rows = a.vectors.f32_rows()?;
+        let dim = a.entry.dim;
+        let accept = |r: u32| {
+            let r = r as usize;
+            !self.is_removed(r) && opts.accept.is_none_or(|f| f(r))
+        };
+        let filtered = self.tombstones.is_some() || opts.accept.is_some();
+        let accept_ref: Option<&dyn Fn(u32) -> bool> = if filtered { Some(&accept) } else { None };
+        let gpath = a.graph.path().to_path_buf();
+        let bad = move |n: u32| {
+            Error::corrupted(&gpath, format!("neighbour id {n} is past the node count"))
+        };
+        let ef = opts.ef.max(opts.k);
+        let compact = a.compact.as_ref().filter(|_| opts.use_compact);
+        let mut found: Vec<(f32, usize)> = match compact {
+            None => {
+                let s = F32Scorer { rows, dim, q: &q };
+                graph::knn(&a.graph, &s, ef, accept_ref, &bad)?
+                    .into_iter()
+                    .map(|(s, n)| (s, n as usize))
+                    .collect()
+            }
+            Some(c) => {
+                // `margin(n)`: how far the compact score of row n may sit below its exact
+                // score. f16: |sum q_i (x_i - h_i)| <= 2^-11 * sum |q_i x_i| <= 2^-11
+                // (relative rounding, unit vectors). int8: each code is off by at most
+                // scale/2, so |sum q_i e_i| <= scale/2 * |q|_1. A statistical bound (a
+                // few standard deviations of independent rounding errors) is smaller but
+                // fails on degenerate vectors whose rounding errors line up, and then the
+                // true best row is never re-scored: found by a flaky test on near-equal
+                // embeddings of an untrained model.
+                let mut int8_query_bound = 0.0;
+                let (walk, scales) = match c.dtype {
+                    Dtype::F16 => {
+                        let s = F16Scorer {
+                            rows: c.f16_rows()?,
+                            dim,
+                            q: &q,
+                        };
+                        (graph::knn(&a.graph, &s, ef, accept_ref, &bad)?, None)
+                    }
+                    _ => {
+                        let (scales, codes) = c.int8_rows()?;
+                        let q16 = QueryI16::new(&q);
+                        int8_query_bound = q16.rounding_bound();
+                        let s = Int8Scorer {
+                            scales,
+                            codes,
+                            dim,
+                            q: &q16,
+                        };
+                        (
+                            graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
+                            Some(scales),
+                        )
+                    }
+                };
+                // int8 rows are scored with the query rounded to i16 steps: that adds
+                // at most `int8_query_bound` (in units of the row's scale).
+                let per_scale = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>() + int8_query_bound;
+                let margin = |n: u32| match scales {
+                    // Plus subnormal rounding and f32 summation, both far below 1e-5.
+                    None => 1.0 / 2048.0 + 1e-5,
+                    // Rounded up a little: the bound itself is computed in f32.
+                    Some(sc) => sc
+                        .get(n as usize)
+                        .map_or(f32::INFINITY, |s| s * per_scale * (1.0 + 1e-5)),
+                };
+                // Re-score exactly from the f32 rows, best compact score first, until no
+                // remaining candidate can reach the k-th best exact score: each re-scored
+                // row reads an f32 row (4 KiB at 1024-d), the walk's candidates mostly stay
+                // unread.
+                let cap = opts.rescore.unwrap_or(usize::MAX).max(opts.k);
+                let mut kth: BinaryHeap<Reverse<Sim>> = BinaryHeap::with_capacity(opts.k + 1);
+                let mut out = Vec::with_capacity(opts.k * 2);
+                for &(approx, n) in walk.iter().take(cap) {
+                    if kth.len() >= opts.k
+                        && kth
+                            .peek()
+                            .is_some_and(|Reverse(Sim(t))| approx + margin(n) < *t)
+                    {
+                        break;
+                    }
+                    let r = n as usize;
+                    let exact = dot_f32(&q, &rows[r * dim..(r + 1) * dim]);
+                    out.push((exact, r));
+                    kth.push(Reverse(Sim(exact)));
+                    if kth.len() > opts.k {
+                        kth.pop();
+                    }
+                }
+                out
+            }
+        };
+        found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        found.truncate(opts.k);
+        Ok(found)
+    }
+
+    /// Exact top-`k` by brute force over the mapped f32 rows (removed rows skipped).
+    pub fn search_exact(&self, attr: &str, query: &[f32], k: usize) -> Result<Vec<Hit>> {
+        self.search_exact_with(attr, query, k, None)
+    }
+
+    pub fn search_exact_with(
+        &self,
+        attr: &str,
+        query: &[f32],
+        k: usize,
+        accept: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    ) -> Result<Vec<Hit>> {
+        let a = self.attr(attr)?;
+        let q = self.prepare_query(attr, query)?;
+        let rows = a.vectors.f32_rows_bulk()?;
+        let ok = |r: usize| !self.is_removed(r) && accept.is_none_or(|f| f(r));
+        let k = k.min(self.len());
+        Ok(self.hits(exact::top_k(rows, a.entry.dim, &q, k, &ok)))
+    }
+
+    fn hits(&self, found: Vec<(f32, usize)>) -> Vec<Hit> {
+        found
+            .into_iter()
+            .map(|(score, row)| Hit {
+                row,
+                id: self.id(row).to_string(),
+                score,
+            })
+            .collect()
+    }
+
+    /// Checks every file's length and crc32, then the structure of every file (the
+    /// list in `index-format.md`, section `tailor index verify`).
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = verify_dir(&self.dir)?;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                report.problems.push(e.to_string());
+            }
+        };
+        note(self.ids.check());
+        if let Some(t) = &self.tombstones {
+            note(t.check());
+        }
+        for a in &self.attrs {
+            note(a.graph.check());
+            note(a.vectors.check());
+            note(check_norms(&a.vectors));
+            if let Some(c) = &a.compact {
+                note(c.check());
+            }
+        }
+        if let (Some(labels), Some(schema)) = (&self.labels, self.schema()) {
+            'rows: for row in 0..self.len() {
+                for (ai, attr) in schema.attributes.iter().enumerate() {
+                    if let Some(v) = labels.get(row, ai) {
+                        if v as usize >= attr.values.len() {
+                            report.problems.push(format!(
+                                "{}: item {:?} has value {v} for {:?}, which has {} values",
+                                self.dir.display(),
+                                self.id(row),
+                                attr.name,
+                                attr.values.len()
+                            ));
+                            break 'rows;
+                        }
+                    }
+                }
+            }
+        }
+        report.ok = report.ok && report.problems.is_empty();
+        Ok(report)
+    }
+
+    /// Sizes of the index files in bytes: (vectors f32, compact, graphs, other).
+    pub fn sizes(&self) -> (u64, u64, u64, u64) {
+        let len = |name: &str| self.manifest.file(name).map_or(0, |f| f.len);
+        let mut v = (0, 0, 0, 0);
+        for a in &self.attrs {
+            v.0 += len(&a.entry.vectors);
+            v.1 += a.entry.compact.as_deref().map_or(0, len);
+            v.2 += len(&a.entry.graph);
+        }
+        let total: u64 = self.manifest.files.iter().map(|f| f.len).sum();
+        v.3 = total - v.0 - v.1 - v.2;
+        v
+    }
+
+    /// Graph degrees (m, m0) of an attribute.
+    pub fn graph_degrees(&self, attr: &str) -> Result<(usize, usize)> {
+        Ok(self.attr(attr)?.graph.degrees())
+    }
+}
+
+/// Every f32 row's L2 norm (summed in f64) is within [`NORM_TOLERANCE`] of 1.
+fn check_norms(vectors: &VectorFile) -> Result<()> {
+    let dim = vectors.dim;
+    for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
+        let norm = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+        if (norm - 1.0).abs() > NORM_TOLERANCE || !norm.is_finite() {
+            return Err(Error::corrupted(
+                vectors.path(),
+                format!(
+                    "row {row} has norm {norm:.6}, not 1 within {NORM_TOLERANCE:e} (rows are \
+                     stored L2-normalised)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct F32Scorer<'a> {
+    rows: &'a [f32],
+    dim: usize,
+    q: &'a [f32],
+}
+impl Scorer for F32Scorer<'_> {
+    #[inline]
+    fn score(&self, n: u32) -> f32 {
+        let at = n as usize * self.dim;
+        self.rows
+            .get(at..at + self.dim)
+            .map_or(f32::NEG_INFINITY, |r| dot_f32(self.q, r))
+    }
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        let at = n as usize * self.dim;
+        if let Some(r) = self.rows.get(at..at + self.dim) {
+            prefetch(bytemuck::cast_slice(r), PREFETCH_F32_LINES);
+        }
+    }
+}
+
+struct F16Scorer<'a> {
+    rows: &'a [u16],
+    dim: usize,
+    q: &'a [f32],
+}
+impl Scorer for F16Scorer<'_> {
+    #[inline]
+    fn score(&self, n: u32) -> f32 {
+        let at = n as usize * self.dim;
+        self.rows
+            .get(at..at + self.dim)
+            .map_or(f32::NEG_INFINITY, |r| dot_f16(self.q, r))
+    }
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        let at = n as usize * self.dim;
+        if let Some(r) = self.rows.get(at..at + self.dim) {
+            prefetch(bytemuck::cast_slice(r), PREFETCH_COMPACT_LINES);
+        }
+    }
+}
+
+struct Int8Scorer<'a> {
+    scales: &'a [f32],
+    codes: &'a [i8],
+    dim: usize,
+    q: &'a QueryI16,
+}
+impl Scorer for Int8Scorer<'_> {
+    #[inline]
+    fn score(&self, n: u32) -> f32 {
+        let at = n as usize * self.dim;
+        match (
+            self.codes.get(at..at + self.dim),
+            self.scales.get(n as usize),
+        ) {
+            (Some(r), Some(&s)) => dot_i16_i8(&self.q.codes, r) as f32 * (self.q.step * s),
+            _ => f32::NEG_INFINITY,
+        }
+    }
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        let at = n as usize * self.dim;
+        if let Some(r) = self.codes.get(at..at + self.dim) {
+            prefetch(bytemuck::cast_slice(r), PREFETCH_COMPACT_LINES);
+        }
+    }
+}
