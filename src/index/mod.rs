@@ -16,6 +16,7 @@ pub mod graph;
 mod hnsw;
 pub mod manifest;
 mod merge;
+pub mod set;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use build::{
 pub use format::{INDEX_FORMAT_OLDEST_SUPPORTED_VERSION, INDEX_FORMAT_VERSION};
 pub use manifest::{CompactKind, Manifest, MANIFEST_FILE};
 pub use merge::merge;
+pub use set::IndexSet;
 
 use crate::catalog::{Schema, ValueId};
 use crate::error::{Error, Result};
