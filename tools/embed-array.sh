@@ -15,6 +15,7 @@
 #SBATCH --requeue
 #SBATCH --cpus-per-task=1
 #SBATCH --output=tailor-embed-%A_%a.out
+#SBATCH --open-mode=append
 set -euo pipefail
 
 K=${SLURM_ARRAY_TASK_ID:-${JOB_COMPLETION_INDEX:-${SHARD:-}}}
