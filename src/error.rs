@@ -53,6 +53,12 @@ pub enum Error {
     /// Another writer holds the index directory's writer lock.
     #[error("index {} is being written by another process", dir.display())]
     Locked { dir: PathBuf },
+    /// Another batch job holds the work directory's job lock (`embed` without `--wait`).
+    #[error(
+        "{}: another embed job on this output is running ({holder}); retry later, or pass --wait to wait for it",
+        work_dir.display()
+    )]
+    JobBusy { work_dir: PathBuf, holder: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -28,9 +28,14 @@ pub struct EmbedArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Embed only the K-th of N deterministic parts of the catalog (by a hash of the id).
+    /// Embed only the K-th of N deterministic parts of the catalog (by a hash of the id)
+    /// and publish it as segment K of the segment set at --out.
     #[arg(long)]
     shard: Option<String>,
+    /// When another embed job runs on the same output, wait for it to finish instead of
+    /// failing at once.
+    #[arg(long)]
+    wait: bool,
     /// Fail when more than this fraction of the items is rejected (bad images).
     #[arg(long, default_value_t = 0.01)]
     max_reject_rate: f64,
@@ -58,6 +63,7 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         model_path: args.model.clone(),
         checkpoint_every: std::time::Duration::from_secs_f64(args.checkpoint_secs.max(0.0)),
         progress: out.progress,
+        wait: args.wait,
     };
     let s = embed::embed_catalog(&model, &catalog, &args.out, &opts)?;
     if out.json {
@@ -76,7 +82,7 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         s.selected_items,
         s.rejected,
         s.attributes.len(),
-        s.out.display(),
+        s.segment.as_ref().unwrap_or(&s.out).display(),
         s.seconds,
         s.items_per_second
     );

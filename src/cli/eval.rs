@@ -8,10 +8,10 @@ use clap::{Args, Subcommand};
 
 use super::Output;
 use tailor::catalog;
-use tailor::eval::index_source::GraphSearch;
+use tailor::eval::index_source::SetGraphSearch;
 use tailor::eval::source::{self, NpyVectors};
 use tailor::eval::{evaluate_map, evaluate_triplets, MapOptions, NeighbourSearch, VectorSource};
-use tailor::index::Index;
+use tailor::index::IndexSet;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -26,7 +26,7 @@ pub enum EvalCommand {
 /// Where the vectors come from: an index, or .npy files with their ids.
 #[derive(Args, Debug)]
 pub struct VectorArgs {
-    /// Index directory (as `tailor embed` or `tailor index build` writes it).
+    /// Index directory or segment set (as `tailor embed` or `tailor index build` writes it).
     #[arg(long, conflicts_with_all = ["vectors", "ids"], required_unless_present = "vectors")]
     pub index: Option<PathBuf>,
     /// Vectors of one attribute: ATTR=FILE.npy (float32, one row per id of --ids).
@@ -107,7 +107,7 @@ pub fn run(cmd: EvalCommand, out: &Output) -> anyhow::Result<ExitCode> {
 
 fn open_source(args: &VectorArgs) -> anyhow::Result<Box<dyn VectorSource>> {
     if let Some(dir) = &args.index {
-        return Ok(Box::new(Index::open(dir)?));
+        return Ok(Box::new(IndexSet::open_any(dir)?));
     }
     let Some(ids) = &args.ids else {
         bail!("give --index DIR, or --vectors ATTR=FILE.npy with --ids IDS.txt");
@@ -160,12 +160,12 @@ fn map(args: MapArgs, out: &Output) -> anyhow::Result<ExitCode> {
         ..MapOptions::default()
     };
     let index = match (&args.source.index, args.ann) {
-        (Some(dir), true) => Some(Index::open(dir)?),
+        (Some(dir), true) => Some(IndexSet::open_any(dir)?),
         _ => None,
     };
     let searcher = index
         .as_ref()
-        .map(|index| GraphSearch { index, ef: args.ef });
+        .map(|set| SetGraphSearch { set, ef: args.ef });
     let report = evaluate_map(
         source.as_ref(),
         &sets,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Output;
 use tailor::catalog::{self, Labels};
 use tailor::index::{
-    self, AttributeInput, BuildInput, BuildParams, CompactKind, Index, ItemLabels,
+    self, set, AttributeInput, BuildInput, BuildParams, CompactKind, Index, IndexSet, ItemLabels,
 };
 use tailor::npy;
 
@@ -57,13 +57,15 @@ pub enum IndexCommand {
     },
     /// Rebuild the index without its removed items.
     Compact { dir: PathBuf },
-    /// Describe an index.
+    /// Describe an index, or a segment set (its present and missing segments).
     Info { dir: PathBuf },
-    /// Check every file against its checksum (exit 1 when any fails).
+    /// Check every file against its checksum (exit 1 when any fails); on a segment set,
+    /// every segment, and exit 1 when one is missing.
     Verify { dir: PathBuf },
-    /// Combine index segments (e.g. from `tailor embed --shard K/N`) into one index.
+    /// Combine index segments or whole segment sets (e.g. from `tailor embed --shard
+    /// K/N`) into one index: optional compaction of a set into one segment.
     Merge {
-        /// Segment directories (same model, attributes and dimensions).
+        /// Segment directories or segment sets (same model, attributes and dimensions).
         #[arg(required = true)]
         segments: Vec<PathBuf>,
         /// Index directory to publish.
@@ -177,15 +179,18 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
             let summary = index::compact(&dir, out.progress)?;
             print_summary(out, &summary, "compacted")
         }
+        IndexCommand::Info { dir } if set::is_set(&dir) => set_info(&dir, out),
         IndexCommand::Info { dir } => info(&dir, out),
         IndexCommand::Merge {
             segments,
             out: dest,
             graph,
         } => {
+            let segments = expand_sets(&segments)?;
             let summary = index::merge(&dest, &segments, &graph.params(), out.progress)?;
             print_summary(out, &summary, "merged")
         }
+        IndexCommand::Verify { dir } if set::is_set(&dir) => set_verify(&dir, out),
         IndexCommand::Verify { dir } => {
             // Damage (the manifest's included) is a report, exit 1; an I/O error is exit 2.
             let mut report = index::verify_dir(&dir)?;
@@ -241,12 +246,16 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
             ids_out,
             include_removed,
         } => {
-            let ix = Index::open(&dir)?;
+            let ix = IndexSet::open_any(&dir)?;
             let dim = ix.dim(&attr)?;
-            let rows = ix.vectors(&attr)?;
             let keep: Vec<usize> = (0..ix.len())
                 .filter(|&r| include_removed || !ix.is_removed(r))
                 .collect();
+            // Row by row from each segment's mapped rows (a set is never concatenated).
+            let rows = keep
+                .iter()
+                .map(|&r| ix.vector(&attr, r))
+                .collect::<Result<Vec<_>, _>>()?;
             let file = std::fs::File::create(&npy_out)
                 .with_context(|| format!("{}: cannot create", npy_out.display()))?;
             let mut w = std::io::BufWriter::new(file);
@@ -254,14 +263,13 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
                 &mut w,
                 keep.len(),
                 dim,
-                keep.iter()
-                    .flat_map(|&r| rows[r * dim..(r + 1) * dim].iter().copied()),
+                rows.iter().flat_map(|r| r.iter().copied()),
             )
             .and_then(|_| std::io::Write::flush(&mut w))
             .with_context(|| format!("{}: cannot write", npy_out.display()))?;
             let mut text = String::new();
             for &r in &keep {
-                text.push_str(ix.id(r));
+                text.push_str(ix.id(r).unwrap_or_default());
                 text.push('\n');
             }
             std::fs::write(&ids_out, text)
@@ -425,6 +433,220 @@ fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The merge inputs with every segment set replaced by its segments (all must be
+/// present: compacting a partial set would drop the missing segments' items).
+fn expand_sets(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if !set::is_set(p) {
+            out.push(p.clone());
+            continue;
+        }
+        let s = IndexSet::open(p)?;
+        if !s.missing().is_empty() {
+            bail!(
+                "{}: segments {} of {} are missing; merge the set once every shard has published",
+                p.display(),
+                super::search::join_numbers(s.missing()),
+                s.segment_count()
+            );
+        }
+        out.extend(s.segments().iter().map(|seg| seg.dir.clone()));
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct SetSegmentInfo<'a> {
+    number: usize,
+    dir: &'a Path,
+    items: usize,
+    live: usize,
+    generation: u64,
+}
+
+#[derive(Serialize)]
+struct SetInfo<'a> {
+    dir: &'a Path,
+    set: bool,
+    segments: usize,
+    present: Vec<usize>,
+    missing: &'a [usize],
+    items: usize,
+    live: usize,
+    attributes: Vec<(String, usize)>,
+    label_attributes: Vec<String>,
+    model: Option<&'a serde_json::Value>,
+    segment_list: Vec<SetSegmentInfo<'a>>,
+}
+
+fn set_info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+    let s = IndexSet::open(dir)?;
+    let info = SetInfo {
+        dir,
+        set: true,
+        segments: s.segment_count(),
+        present: s.segments().iter().map(|g| g.number).collect(),
+        missing: s.missing(),
+        items: s.len(),
+        live: s.live_len(),
+        attributes: s
+            .attributes()
+            .iter()
+            .map(|a| Ok((a.clone(), s.dim(a)?)))
+            .collect::<anyhow::Result<_>>()?,
+        label_attributes: s.schema().map(|x| x.names()).unwrap_or_default(),
+        model: s.model(),
+        segment_list: s
+            .segments()
+            .iter()
+            .map(|g| SetSegmentInfo {
+                number: g.number,
+                dir: &g.dir,
+                items: g.index.len(),
+                live: g.index.live_len(),
+                generation: g.index.manifest().generation,
+            })
+            .collect(),
+    };
+    if out.json {
+        out.print_json(&info)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("segment set {}", dir.display());
+    println!(
+        "segments   {} of {} present: {}",
+        info.present.len(),
+        info.segments,
+        super::search::join_numbers(&info.present)
+    );
+    println!(
+        "missing    {}",
+        if info.missing.is_empty() {
+            "none".to_string()
+        } else {
+            super::search::join_numbers(info.missing)
+        }
+    );
+    println!("items      {} ({} live)", info.items, info.live);
+    println!(
+        "attributes {}",
+        info.attributes
+            .iter()
+            .map(|(a, d)| format!("{a} ({d}-d)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(model) = info.model {
+        println!("model      {model}");
+    }
+    println!(
+        "{:>7} {:>10} {:>10} {:>6}  dir",
+        "segment", "items", "live", "gen"
+    );
+    for g in &info.segment_list {
+        println!(
+            "{:>7} {:>10} {:>10} {:>6}  {}",
+            g.number,
+            g.items,
+            g.live,
+            g.generation,
+            g.dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct SetVerify {
+    dir: PathBuf,
+    segments: usize,
+    missing: Vec<usize>,
+    reports: Vec<SetVerifySegment>,
+    problems: Vec<String>,
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct SetVerifySegment {
+    segment: usize,
+    report: index::VerifyReport,
+}
+
+fn set_verify(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
+    let segments = set::read_set_manifest(dir)?.segments;
+    let (reports, missing) = set::verify_set_dir(dir)?;
+    let mut problems = Vec::new();
+    for k in &missing {
+        problems.push(format!(
+            "segment {k} ({}) is missing",
+            dir.join(set::segment_name(*k)).display()
+        ));
+    }
+    // Cross-segment checks (same model and attributes, no id twice) once every present
+    // segment passed on its own.
+    if reports.iter().all(|(_, r)| r.ok) {
+        if let Err(e) = IndexSet::open(dir) {
+            problems.push(e.to_string());
+        }
+    }
+    let ok = problems.is_empty() && reports.iter().all(|(_, r)| r.ok);
+    let report = SetVerify {
+        dir: dir.to_path_buf(),
+        segments,
+        missing,
+        reports: reports
+            .into_iter()
+            .map(|(segment, report)| SetVerifySegment { segment, report })
+            .collect(),
+        problems,
+        ok,
+    };
+    if out.json {
+        out.print_json(&report)?;
+    } else {
+        for s in &report.reports {
+            let bad: Vec<&str> = s
+                .report
+                .files
+                .iter()
+                .filter(|f| !f.ok)
+                .map(|f| f.name.as_str())
+                .collect();
+            let status = if s.report.ok { "ok" } else { "FAILED" };
+            println!(
+                "{status:6} segment {:>5}  {} files  {}",
+                s.segment,
+                s.report.files.len(),
+                s.report.dir.display()
+            );
+            for f in bad {
+                println!("         file {f} fails its length or crc32");
+            }
+            for p in &s.report.problems {
+                println!("         problem: {p}");
+            }
+        }
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        println!(
+            "{}: {}",
+            dir.display(),
+            if report.ok {
+                "all checks hold"
+            } else {
+                "verification FAILED"
+            }
+        );
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// One id per line; a final empty line is allowed, other empty lines are errors.

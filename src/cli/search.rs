@@ -8,13 +8,13 @@ use serde::Serialize;
 use super::index::read_ids;
 use super::Output;
 use tailor::embed;
-use tailor::index::{Hit, Index};
+use tailor::index::{Hit, IndexSet};
 use tailor::npy;
-use tailor::query::{self, LabelFilter, Query, Target, Weighted};
+use tailor::query::{LabelFilter, Query, Target, Weighted};
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
-    /// Index directory.
+    /// Index directory, or segment set (every present segment is searched).
     #[arg(long)]
     index: PathBuf,
     /// Attribute, optionally weighted (ATTR or ATTR=WEIGHT); repeat for a weighted sum.
@@ -74,7 +74,16 @@ struct ResultRow<'a> {
 }
 
 pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let ix = Index::open(&args.index)?;
+    let ix = IndexSet::open_any(&args.index)?;
+    if !ix.missing().is_empty() {
+        eprintln!(
+            "note: {}: searching {} of {} segments; missing: {}",
+            args.index.display(),
+            ix.segments().len(),
+            ix.segment_count(),
+            join_numbers(ix.missing())
+        );
+    }
     let attrs = args
         .attrs
         .iter()
@@ -88,7 +97,7 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         }
         (None, None, Some(image)) => {
             let device = tailor::model::device(&args.device)?;
-            let model = embed::model_for_index(&ix, args.model.as_deref(), &device)?;
+            let model = embed::model_for_index(ix.first(), args.model.as_deref(), &device)?;
             let names: Vec<String> = attrs.iter().map(|w| w.attr.clone()).collect();
             Target::Vectors(embed::embed_image(&model, image, &names)?)
         }
@@ -97,12 +106,12 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let filter = if args.filters.is_empty() {
         None
     } else {
-        Some(LabelFilter::parse(&ix, &args.filters)?)
+        Some(LabelFilter::parse(ix.first(), &args.filters)?)
     };
     let (hits, mode): (Vec<Hit>, &str) = match &args.rerank {
         Some(p) => {
             let ids = read_ids(p)?;
-            let mut h = query::rerank(&ix, &target, &attrs, &ids, filter.as_ref())?;
+            let mut h = ix.rerank(&target, &attrs, &ids, filter.as_ref())?;
             if let Some(k) = args.k {
                 h.truncate(k);
             }
@@ -126,10 +135,7 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
                 filter,
                 include_self: args.include_self,
             };
-            (
-                query::search(&ix, &q)?,
-                if args.exact { "exact" } else { "hnsw" },
-            )
+            (ix.query(&q)?, if args.exact { "exact" } else { "hnsw" })
         }
     };
     if out.json {
@@ -160,4 +166,13 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `1, 3, 7`.
+pub fn join_numbers(numbers: &[usize]) -> String {
+    numbers
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

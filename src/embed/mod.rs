@@ -8,6 +8,7 @@
 //! the index atomically. Memory stays bounded by the batch size and the queue depth.
 
 pub mod decode;
+pub mod lock;
 pub mod staging;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::{self, AttributeInput, BuildInput, BuildParams, ItemLabels};
 use crate::model::{self, Model};
 use crate::progress::{Progress, ProgressMode};
-use staging::{JobSpec, Reject, Staging};
+use staging::{JobSpec, Reject, Resume, Staging};
 
 /// One of N deterministic parts of a catalog (`--shard K/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +76,9 @@ pub struct EmbedOptions {
     /// job redoes; zero means after every batch.
     pub checkpoint_every: Duration,
     pub progress: ProgressMode,
+    /// When another job holds the work directory's lock: wait for it (true) or fail at
+    /// once naming it (false).
+    pub wait: bool,
 }
 
 /// Seconds spent per stage.
@@ -101,6 +105,11 @@ pub struct EmbedSummary {
     pub seconds: f64,
     pub items_per_second: f64,
     pub stage_seconds: StageSeconds,
+    /// With `--shard K/N`: the segment directory published inside the set at `out`.
+    pub segment: Option<PathBuf>,
+    /// What the job had to say besides its result (waited for another job, took over a
+    /// stale lock, started over because the catalog changed); also printed to stderr.
+    pub notices: Vec<String>,
 }
 
 /// A decoded, pre-processed batch on its way to the model.
@@ -112,6 +121,8 @@ struct Batch {
     rejects: Vec<Reject>,
     decode: Duration,
     preprocess: Duration,
+    /// The images fingerprint up to `end` (see [`staging::fold_image`]).
+    images_fingerprint: u64,
 }
 
 /// Embeds a catalog with a model and publishes the index at `out`.
@@ -145,11 +156,27 @@ pub fn embed_catalog(
     let selected: Vec<usize> = (0..catalog.items.len())
         .filter(|&i| opts.shard.is_none_or(|s| s.contains(&catalog.items[i].id)))
         .collect();
+    let mut notices = Vec::new();
+    // With a shard, `out` is a segment set and the job publishes its segment in it.
+    let (index_dir, segment) = match opts.shard {
+        Some(s) => {
+            let dir = index::set::prepare_segment(out, s.index, s.count)?;
+            (dir.clone(), Some(dir))
+        }
+        None if index::set::is_set(out) => {
+            return Err(Error::Usage(format!(
+                "{} is a segment set: embed into it with --shard K/N, or give another --out",
+                out.display()
+            )))
+        }
+        None => (out.to_path_buf(), None),
+    };
     let dims = vec![cfg.embed_dim; attr_ids.len()];
     let spec = JobSpec {
         model_identity: model.identity()?,
         catalog: catalog.source.display().to_string(),
         catalog_items: catalog.items.len(),
+        catalog_fingerprint: catalog_fingerprint(catalog)?,
         attributes: attr_names.clone(),
         dims: dims.clone(),
         shard: opts.shard.map(|s| (s.index, s.count)),
@@ -158,10 +185,39 @@ pub fn embed_catalog(
     let work_dir = opts
         .work_dir
         .clone()
-        .unwrap_or_else(|| crate::sibling_path(out, "embed-work"));
+        .unwrap_or_else(|| crate::sibling_path(&index_dir, "embed-work"));
     let spec_identity = spec.model_identity.clone();
-    let (mut staging, _) = Staging::open(&work_dir, spec)?;
+    // Held until the function returns: staging, build, publish and clean-up.
+    let _lock = lock::acquire(&work_dir, opts.wait, &mut |m| note(&mut notices, m))?;
+    let (mut staging, resume) = Staging::open(&work_dir, spec)?;
+    match resume {
+        Resume::Restarted(why) => note(
+            &mut notices,
+            format!(
+                "{}: starting over, the interrupted run's work does not fit this job: {why}",
+                work_dir.display()
+            ),
+        ),
+        Resume::Resumed => {
+            let done = staging.checkpoint.next_item.min(selected.len());
+            let now = selected[..done]
+                .iter()
+                .fold(0, |h, &i| staging::fold_image(h, &catalog.image_path(i)));
+            if now != staging.checkpoint.images_fingerprint {
+                staging.reset()?;
+                note(
+                    &mut notices,
+                    format!(
+                        "{}: starting over, an image of the {done} items the interrupted run staged changed since (size or modification time)",
+                        work_dir.display()
+                    ),
+                );
+            }
+        }
+        Resume::Fresh => {}
+    }
     let resumed_from = staging.checkpoint.next_item;
+    let start_fingerprint = staging.checkpoint.images_fingerprint;
     let size = cfg.input_size as usize;
     let pixels_per_image = 3 * size * size;
 
@@ -175,7 +231,11 @@ pub fn embed_catalog(
         let todo = &selected[resumed_from..];
         scope.spawn(move || {
             let mut pos = resumed_from;
+            let mut fingerprint = start_fingerprint;
             for chunk in todo.chunks(opts.batch) {
+                for &i in chunk {
+                    fingerprint = staging::fold_image(fingerprint, &catalog.image_path(i));
+                }
                 let decoded: Vec<(usize, LoadedItem)> = chunk
                     .par_iter()
                     .map(|&i| (i, load_item(catalog, i, cfg)))
@@ -188,6 +248,7 @@ pub fn embed_catalog(
                     rejects: Vec::new(),
                     decode: Duration::ZERO,
                     preprocess: Duration::ZERO,
+                    images_fingerprint: fingerprint,
                 };
                 for (i, res) in decoded {
                     match res {
@@ -229,7 +290,13 @@ pub fn embed_catalog(
             };
             stages.model += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            staging.append(&batch.ids, &rows, &batch.rejects, batch.end)?;
+            staging.append(
+                &batch.ids,
+                &rows,
+                &batch.rejects,
+                batch.end,
+                batch.images_fingerprint,
+            )?;
             if last_commit.elapsed() >= opts.checkpoint_every || batch.end == selected.len() {
                 staging.commit()?;
                 last_commit = Instant::now();
@@ -237,6 +304,7 @@ pub fn embed_catalog(
             }
             stages.write += t.elapsed().as_secs_f64();
             progress.inc((batch.ids.len() + batch.rejects.len()) as u64);
+            failpoint_batch_sleep();
         }
         Ok(())
     })?;
@@ -307,18 +375,26 @@ pub fn embed_catalog(
         labels: Some(labels),
         model: Some(model_record),
     };
-    index::build(out, &input, &opts.params, opts.progress)?;
+    index::build(&index_dir, &input, &opts.params, opts.progress)?;
     stages.graph = t.elapsed().as_secs_f64();
     drop(input);
     drop(maps);
 
-    // The rejects report outlives the work directory, beside the index.
+    // The rejects report outlives the work directory, beside the index; each run
+    // replaces it (a clean run removes the previous run's).
+    let report = crate::sibling_path(&index_dir, "rejects.jsonl");
     let rejects_report = if cp.rejected > 0 {
-        let dest = crate::sibling_path(out, "rejects.jsonl");
-        std::fs::copy(staging.rejects_path(), &dest).at(&dest)?;
-        Some(dest)
+        let tmp = crate::sibling_path(&index_dir, "rejects.jsonl.tmp");
+        std::fs::copy(staging.rejects_path(), &tmp).at(&tmp)?;
+        std::fs::rename(&tmp, &report).at(&report)?;
+        Some(report)
     } else {
-        None
+        match std::fs::remove_file(&report) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&report, e))
+            }
+            _ => None,
+        }
     };
     staging.remove()?;
     let seconds = start.elapsed().as_secs_f64();
@@ -334,7 +410,35 @@ pub fn embed_catalog(
         seconds,
         items_per_second: (selected.len() - resumed_from) as f64 / seconds.max(1e-9),
         stage_seconds: stages,
+        segment,
+        notices,
     })
+}
+
+/// Records a notice and prints it (stderr: it is a diagnostic, not the result).
+fn note(notices: &mut Vec<String>, message: String) {
+    eprintln!("tailor: {message}");
+    notices.push(message);
+}
+
+/// FNV-1a of the catalog's manifest bytes (when the catalog is a file) and of its item
+/// list (ids and image paths in order), as 16 hex digits.
+fn catalog_fingerprint(catalog: &Catalog) -> Result<String> {
+    let manifest = if catalog.source.is_file() {
+        let bytes = std::fs::read(&catalog.source).at(&catalog.source)?;
+        crate::fnv1a(&[&bytes])
+    } else {
+        0
+    };
+    let mut h = crate::fnv1a(&[&manifest.to_le_bytes()]);
+    for item in &catalog.items {
+        h = crate::fnv1a(&[
+            &h.to_le_bytes(),
+            item.id.as_bytes(),
+            item.image.as_os_str().as_encoded_bytes(),
+        ]);
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// One item's pixels and its (decode, pre-process) times, or why it was rejected.
@@ -363,6 +467,23 @@ fn failpoint_abort_after(done: usize) {
     if let Ok(v) = std::env::var("TAILOR_FAILPOINT_EMBED_ABORT_AT") {
         if v.parse::<usize>().is_ok_and(|n| done >= n) {
             std::process::abort();
+        }
+    }
+}
+
+/// Test hook: `TAILOR_FAILPOINT_EMBED_BATCH_SLEEP_MS=N` sleeps N ms after every batch,
+/// so tests can start a second job while the first surely runs.
+/// `TAILOR_FAILPOINT_EMBED_HOLD_UNTIL=FILE` holds the job after its first batch until
+/// FILE exists (the test's signal), so a second job surely meets a running one.
+fn failpoint_batch_sleep() {
+    if let Ok(v) = std::env::var("TAILOR_FAILPOINT_EMBED_BATCH_SLEEP_MS") {
+        if let Ok(ms) = v.parse::<u64>() {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+    if let Some(path) = std::env::var_os("TAILOR_FAILPOINT_EMBED_HOLD_UNTIL") {
+        while !Path::new(&path).exists() {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

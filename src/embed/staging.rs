@@ -4,8 +4,11 @@
 //! off on resume.
 //!
 //! ```text
-//! WORK/job.json          what the job is (model identity, catalog, attributes, shard)
-//! WORK/checkpoint.json   {next_item, rows, ids_bytes, rejects_bytes, rejected}
+//! WORK/lock              the job lock (see [`super::lock`]): pid, host, start time
+//! WORK/job.json          what the job is (model identity, catalog + its fingerprint,
+//!                        attributes, shard, batch)
+//! WORK/checkpoint.json   {next_item, rows, ids_bytes, rejects_bytes, rejected,
+//!                        images_fingerprint}
 //! WORK/ids.txt           external ids of embedded items, one per line, row order
 //! WORK/<n>.f32           raw little-endian f32 rows of attribute number n
 //! WORK/rejects.jsonl     {"item","path","reason"} per skipped item
@@ -25,6 +28,10 @@ pub struct JobSpec {
     pub model_identity: String,
     pub catalog: String,
     pub catalog_items: usize,
+    /// FNV-1a of the catalog's manifest bytes (when it is a file) and of its item list
+    /// (ids and image paths, in order), as 16 hex digits: a reordered, edited or replaced
+    /// catalog is another job.
+    pub catalog_fingerprint: String,
     pub attributes: Vec<String>,
     pub dims: Vec<usize>,
     pub shard: Option<(usize, usize)>,
@@ -39,6 +46,74 @@ pub struct Checkpoint {
     pub ids_bytes: u64,
     pub rejects_bytes: u64,
     pub rejected: usize,
+    /// Running fingerprint of the image file (size, modification time) of every item up
+    /// to `next_item`, in job order (see [`fold_image`]): an image replaced in place
+    /// since the interrupted run makes the job start over.
+    #[serde(default)]
+    pub images_fingerprint: u64,
+}
+
+/// Folds one item's image file state into a running fingerprint. A missing or
+/// unreadable file folds as size `u64::MAX` (its reject is then staged, and a file that
+/// appears later changes the fingerprint).
+pub fn fold_image(state: u64, image: &Path) -> u64 {
+    let (size, mtime) = match std::fs::metadata(image) {
+        Ok(m) => {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            (m.len(), mtime)
+        }
+        Err(_) => (u64::MAX, 0),
+    };
+    crate::fnv1a(&[
+        &state.to_le_bytes(),
+        &size.to_le_bytes(),
+        &mtime.to_le_bytes(),
+    ])
+}
+
+/// Why a work directory left by an earlier run cannot be resumed by `spec`, or `None`
+/// when it can (or holds nothing to resume).
+pub fn mismatch(previous: &JobSpec, spec: &JobSpec) -> Option<String> {
+    let why = if previous.model_identity != spec.model_identity {
+        format!(
+            "the model changed (identity {} then, {} now)",
+            previous.model_identity, spec.model_identity
+        )
+    } else if previous.catalog != spec.catalog {
+        format!(
+            "the catalog changed ({} then, {} now)",
+            previous.catalog, spec.catalog
+        )
+    } else if previous.catalog_items != spec.catalog_items {
+        format!(
+            "the catalog holds {} items, {} when the interrupted run started",
+            spec.catalog_items, previous.catalog_items
+        )
+    } else if previous.catalog_fingerprint != spec.catalog_fingerprint {
+        "the catalog's manifest or item list changed since the interrupted run".to_string()
+    } else if previous.attributes != spec.attributes || previous.dims != spec.dims {
+        format!(
+            "the attributes changed ({:?} then, {:?} now)",
+            previous.attributes, spec.attributes
+        )
+    } else if previous.shard != spec.shard {
+        format!(
+            "the shard changed ({:?} then, {:?} now)",
+            previous.shard, spec.shard
+        )
+    } else if previous.batch != spec.batch {
+        format!(
+            "the batch size changed ({} then, {} now)",
+            previous.batch, spec.batch
+        )
+    } else {
+        return None;
+    };
+    Some(why)
 }
 
 pub struct Staging {
@@ -57,8 +132,8 @@ const REJECTS: &str = "rejects.jsonl";
 
 impl Staging {
     /// Opens the work directory, resuming it when it holds the same job, starting afresh
-    /// otherwise. Returns whether it resumed.
-    pub fn open(dir: &Path, spec: JobSpec) -> Result<(Staging, bool)> {
+    /// otherwise. Returns whether it resumed, or why an earlier run's work was dropped.
+    pub fn open(dir: &Path, spec: JobSpec) -> Result<(Staging, Resume)> {
         std::fs::create_dir_all(dir).at(dir)?;
         let job_path = dir.join(JOB);
         let cp_path = dir.join(CHECKPOINT);
@@ -69,10 +144,14 @@ impl Staging {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let (resume, checkpoint) = match (previous, checkpoint) {
-            (Some(p), Some(c)) if p == spec => (true, c),
-            _ => (false, Checkpoint::default()),
+            (Some(p), Some(c)) => match mismatch(&p, &spec) {
+                None => (Resume::Resumed, c),
+                Some(_) if c.next_item == 0 => (Resume::Fresh, Checkpoint::default()),
+                Some(why) => (Resume::Restarted(why), Checkpoint::default()),
+            },
+            _ => (Resume::Fresh, Checkpoint::default()),
         };
-        if !resume {
+        if resume != Resume::Resumed {
             write_atomic(&job_path, &serde_json::to_vec_pretty(&spec).expect("json"))?;
             write_atomic(&cp_path, &serde_json::to_vec(&checkpoint).expect("json"))?;
         }
@@ -116,6 +195,21 @@ impl Staging {
         ))
     }
 
+    /// Drops everything staged (the checkpoint goes back to the start).
+    pub fn reset(&mut self) -> Result<()> {
+        for (a, f) in self.vectors.iter_mut().enumerate() {
+            let p = self.dir.join(format!("{a}.f32"));
+            f.set_len(0).at(&p)?;
+            f.seek(SeekFrom::Start(0)).at(&p)?;
+        }
+        for (f, name) in [(&mut self.ids, IDS), (&mut self.rejects, REJECTS)] {
+            f.set_len(0).at(self.dir.join(name))?;
+            f.seek(SeekFrom::Start(0)).at(self.dir.join(name))?;
+        }
+        self.checkpoint = Checkpoint::default();
+        self.commit()
+    }
+
     pub fn vector_path(&self, attribute: usize) -> PathBuf {
         self.dir.join(format!("{attribute}.f32"))
     }
@@ -134,6 +228,7 @@ impl Staging {
         rows: &[Vec<f32>],
         rejects: &[Reject],
         next_item: usize,
+        images_fingerprint: u64,
     ) -> Result<()> {
         for (a, (file, data)) in self.vectors.iter_mut().zip(rows).enumerate() {
             debug_assert_eq!(data.len(), ids.len() * self.spec.dims[a]);
@@ -163,6 +258,7 @@ impl Staging {
             ids_bytes: self.checkpoint.ids_bytes + id_text.len() as u64,
             rejects_bytes: self.checkpoint.rejects_bytes + rej_text.len() as u64,
             rejected: self.checkpoint.rejected + rejects.len(),
+            images_fingerprint,
         };
         Ok(())
     }
@@ -185,6 +281,17 @@ impl Staging {
         drop(self);
         std::fs::remove_dir_all(&dir).at(&dir)
     }
+}
+
+/// What [`Staging::open`] found in the work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Nothing to resume.
+    Fresh,
+    /// The same job's checkpoint: it goes on from there.
+    Resumed,
+    /// An earlier run of another job (the reason): its work was dropped.
+    Restarted(String),
 }
 
 /// An item the job skipped, with the reason.

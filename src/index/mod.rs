@@ -23,6 +23,7 @@ pub(crate) mod hnsw;
 mod build;
 mod merge;
 mod reader;
+pub mod set;
 mod writer;
 
 pub use build::{
@@ -35,6 +36,7 @@ pub use disk::format::{
 pub use disk::manifest::{AttributeEntry, CompactKind, Manifest, ManifestParams, MANIFEST_FILE};
 pub use merge::{compact, merge};
 pub use reader::{verify_dir, FileCheck, Hit, Index, SearchOptions, VerifyReport, NORM_TOLERANCE};
+pub use set::IndexSet;
 pub use writer::{lock_writer, WriterLock, WRITER_LOCK_FILE};
 
 /// Inner-product kernels and normalisation (used by the query engine and the benches).
