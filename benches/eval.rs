@@ -76,6 +76,7 @@ fn main() {
             values: (0..values).map(|v| v.to_string()).collect(),
             candidates: (0..candidates).map(|r| (r, labels[r])).collect(),
             queries: (candidates..rows).map(|r| (r, labels[r])).collect(),
+            skipped: 0,
         });
         mats.push((name.to_string(), m));
     }

@@ -68,6 +68,18 @@ pub fn atomic_write_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     sync_dir(parent_dir(path))
 }
 
+/// Publishes a temp file a caller wrote itself at [`temp_path`]`(path)`: fsync, rename
+/// over `path`, fsync of the directory; on error the temp file is removed.
+pub fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    atomic_write_path(path, |t| {
+        if t == tmp {
+            Ok(())
+        } else {
+            std::fs::rename(tmp, t).at(t)
+        }
+    })
+}
+
 /// fsyncs a file's data and metadata.
 pub fn sync_file(path: &Path) -> Result<()> {
     File::open(path).and_then(|f| f.sync_all()).at(path)

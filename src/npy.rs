@@ -2,7 +2,7 @@
 //! matrix (`<f4`, C order), the exchange format for vectors (`index build`, `index export`).
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -77,10 +77,9 @@ impl MappedMatrix {
 /// Maps a 2-D float32 `.npy` file (see [`MappedMatrix`]); the same checks as
 /// [`read_f32_matrix`]. The file must not be truncated while the map is in use.
 pub fn map_f32_matrix(path: &Path) -> Result<MappedMatrix> {
-    let file = File::open(path).at(path)?;
-    // SAFETY: the map is read-only and lives inside the returned value; a file
-    // truncated by another process meanwhile is outside what any reader can guard.
-    let map = unsafe { memmap2::Mmap::map(&file) }.at(path)?;
+    // The map is read-only and lives inside the returned value; a file truncated by
+    // another process meanwhile is outside what any reader can guard.
+    let map = crate::fsio::map_path(path)?;
     let (rows, cols, start) = parse_header(&map).map_err(|reason| Error::invalid(path, reason))?;
     let in_place =
         cfg!(target_endian = "little") && (map.as_ptr() as usize + start).is_multiple_of(4);
@@ -184,10 +183,9 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// Writes a 2-D float32 `.npy` file (format version 1.0).
 pub fn write_f32_matrix(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
     assert_eq!(rows * cols, data.len(), "matrix shape does not match data");
-    let file = File::create(path).at(path)?;
-    let mut w = BufWriter::new(file);
-    write_f32_matrix_to(&mut w, rows, cols, data.iter().copied()).at(path)?;
-    w.flush().at(path)
+    crate::fsio::atomic_write_with(path, |w| {
+        write_f32_matrix_to(w, rows, cols, data.iter().copied()).at(path)
+    })
 }
 
 /// Streams a 2-D float32 `.npy` to a writer; `values` must yield exactly rows*cols floats.

@@ -135,6 +135,10 @@ fn synth_embed_search_finds_each_item_first() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features failpoints --test embed"
+)]
 fn a_killed_job_resumes_and_yields_the_same_index() {
     let dir = tempfile::tempdir().unwrap();
     let (catalog, model) = setup(dir.path(), 60);

@@ -375,7 +375,8 @@ fn verify_checks_the_manifest_against_the_spec_and_row_norms() {
         write_manifest(&d, &m);
         d
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "no-attrs",
             Box::new(|m| m["attributes"] = serde_json::json!([])),

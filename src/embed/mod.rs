@@ -455,20 +455,22 @@ fn load_item(catalog: &Catalog, item: usize, cfg: &model::ModelConfig) -> Loaded
 }
 
 fn map_f32(path: &Path) -> Result<memmap2::Mmap> {
-    let file = std::fs::File::open(path).at(path)?;
-    // SAFETY: the staging files belong to this job; nothing truncates them while mapped.
-    unsafe { memmap2::Mmap::map(&file) }.at(path)
+    // The staging files belong to this job; nothing truncates them while mapped.
+    crate::fsio::map_path(path)
 }
 
-/// Test hook: `TAILOR_FAILPOINT_EMBED_ABORT_AT=N` aborts the process (like a kill) once
-/// the checkpoint covers N items, so tests can prove that a resumed job finishes the
-/// same index.
+/// Test hook (only with the `failpoints` feature): `TAILOR_FAILPOINT_EMBED_ABORT_AT=N`
+/// aborts the process (like a kill) once the checkpoint covers N items, so tests can
+/// prove that a resumed job finishes the same index.
 fn failpoint_abort_after(done: usize) {
+    #[cfg(feature = "failpoints")]
     if let Ok(v) = std::env::var("TAILOR_FAILPOINT_EMBED_ABORT_AT") {
         if v.parse::<usize>().is_ok_and(|n| done >= n) {
             std::process::abort();
         }
     }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = done;
 }
 
 /// Test hook: `TAILOR_FAILPOINT_EMBED_BATCH_SLEEP_MS=N` sleeps N ms after every batch,

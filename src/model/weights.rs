@@ -353,17 +353,7 @@ pub(crate) fn write_model(
     let mut bytes = safetensors::serialize(cpu, Some(meta))
         .map_err(|e| Error::invalid(path, format!("cannot serialise tensors: {e}")))?;
     canonical_header(&mut bytes);
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("model")
-    ));
-    std::fs::write(&tmp, &bytes).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)?;
-    Ok(())
+    crate::fsio::atomic_write(path, &bytes)
 }
 
 /// Stable content hash of the configuration and every tensor (FNV-1a 64 over the config

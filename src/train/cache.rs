@@ -78,7 +78,7 @@ impl FeatureCache {
             dims,
         } = *spec;
         let per = dims[0] * dims[1] * dims[2];
-        let tmp = path.with_extension("tmp");
+        let tmp = crate::fsio::temp_path(path);
         let file = File::create(&tmp).at(&tmp)?;
         let mut w = BufWriter::new(file);
         let mut header = [0u8; HEADER];
@@ -123,9 +123,8 @@ impl FeatureCache {
         let file = w
             .into_inner()
             .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().at(&tmp)?;
         drop(file);
-        std::fs::rename(&tmp, path).at(path)?;
+        crate::fsio::rename_into_place(&tmp, path)?;
         FeatureCache::open(path, key, items, catalog_items)?.ok_or_else(|| {
             Error::corrupted(path, "the cache just written does not match its own key")
         })
@@ -142,10 +141,9 @@ impl FeatureCache {
         if !path.is_file() {
             return Ok(None);
         }
-        let file = File::open(path).at(path)?;
-        // SAFETY: cache files are only ever published by rename and never written in
-        // place, so the mapped bytes cannot change or shrink while mapped.
-        let mmap = unsafe { Mmap::map(&file) }.at(path)?;
+        // Cache files are only ever published by rename and never written in place, so
+        // the mapped bytes cannot change or shrink while mapped.
+        let mmap = crate::fsio::map_path(path)?;
         if mmap.len() < HEADER || &mmap[..8] != MAGIC {
             return Err(Error::corrupted(
                 path,

@@ -679,9 +679,7 @@ fn build_cache(
 }
 
 fn save_model(model: &Model, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    model.save(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    crate::fsio::atomic_write_path(path, |tmp| model.save(tmp))
 }
 
 fn read_state(files: &RunFiles, opts: &TrainOptions) -> Result<TrainState> {
@@ -719,9 +717,7 @@ fn read_state(files: &RunFiles, opts: &TrainOptions) -> Result<TrainState> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    crate::fsio::atomic_write(path, bytes)
 }
 
 fn write_state(files: &RunFiles, state: &TrainState) -> Result<()> {
@@ -933,9 +929,9 @@ impl<'m> Trainer<'m> {
                 tensors.insert(n, v.as_tensor().clone());
             }
         }
-        let tmp = path.with_extension("tmp");
-        candle_core::safetensors::save(&tensors, &tmp)?;
-        std::fs::rename(&tmp, path).at(path)
+        crate::fsio::atomic_write_path(path, |tmp| {
+            Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        })
     }
 
     fn load_state(&mut self, path: &Path, steps: u64) -> Result<()> {

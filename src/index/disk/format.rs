@@ -55,9 +55,11 @@ pub fn map_open_file(file: &File, path: &Path) -> Result<Mmap> {
     crate::fsio::map_readonly(file, path)
 }
 
-/// A validated 64-byte header.
+/// The common 64-byte header, fields as index-format.md names them (`a`..`d` mean
+/// something different per file kind). Only the typed views below use it, so no caller
+/// reads `b` where it meant a dimension.
 #[derive(Debug, Clone, Copy)]
-pub struct Header {
+pub(crate) struct RawHeader {
     pub magic: [u8; 8],
     pub version: u32,
     pub a: u32,
@@ -67,9 +69,9 @@ pub struct Header {
     pub d: u64,
 }
 
-impl Header {
-    pub fn new(magic: [u8; 8], a: u32, count: u64, b: u64, c: u64, d: u64) -> Header {
-        Header {
+impl RawHeader {
+    pub fn new(magic: [u8; 8], a: u32, count: u64, b: u64, c: u64, d: u64) -> RawHeader {
+        RawHeader {
             magic,
             version: INDEX_FORMAT_VERSION,
             a,
@@ -93,7 +95,7 @@ impl Header {
     }
 
     /// Parses and checks magic and version; names `path` in every error.
-    pub fn parse(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<Header> {
+    pub fn parse(bytes: &[u8], magic: [u8; 8], path: &Path) -> Result<RawHeader> {
         if bytes.len() < HEADER_LEN {
             return Err(Error::corrupted(
                 path,
@@ -123,7 +125,7 @@ impl Header {
                 "reserved header bytes 48..64 are not zero",
             ));
         }
-        Ok(Header {
+        Ok(RawHeader {
             magic,
             version,
             a: u32_at(12),
@@ -132,6 +134,152 @@ impl Header {
             c: u64_at(32),
             d: u64_at(40),
         })
+    }
+}
+
+/// Header of a vector file (`TAILRVEC`): element type, rows, dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorHeader {
+    pub version: u32,
+    pub dtype: Dtype,
+    pub count: u64,
+    pub dim: u64,
+}
+
+impl VectorHeader {
+    pub fn new(dtype: Dtype, count: u64, dim: u64) -> VectorHeader {
+        VectorHeader {
+            version: INDEX_FORMAT_VERSION,
+            dtype,
+            count,
+            dim,
+        }
+    }
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<VectorHeader> {
+        let h = RawHeader::parse(bytes, MAGIC_VECTORS, path)?;
+        let dtype = match h.a {
+            0 => Dtype::F32,
+            1 => Dtype::F16,
+            2 => Dtype::Int8,
+            code => {
+                return Err(Error::corrupted(
+                    path,
+                    format!("unknown element type {code}"),
+                ))
+            }
+        };
+        Ok(VectorHeader {
+            version: h.version,
+            dtype,
+            count: h.count,
+            dim: h.b,
+        })
+    }
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut h = RawHeader::new(MAGIC_VECTORS, self.dtype as u32, self.count, self.dim, 0, 0);
+        h.version = self.version;
+        h.to_bytes()
+    }
+}
+
+/// Header of a graph file (`TAILRGRF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphHeader {
+    /// Maximum neighbours on level 0.
+    pub m0: u64,
+    pub count: u64,
+    /// Maximum neighbours on the upper levels.
+    pub m: u64,
+    /// Entry node, `u64::MAX` for an empty graph.
+    pub entry: u64,
+    /// Number of upper-level blocks.
+    pub upper_blocks: u64,
+}
+
+impl GraphHeader {
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<GraphHeader> {
+        let h = RawHeader::parse(bytes, MAGIC_GRAPH, path)?;
+        Ok(GraphHeader {
+            m0: h.a as u64,
+            count: h.count,
+            m: h.b,
+            entry: h.c,
+            upper_blocks: h.d,
+        })
+    }
+    /// `m0` must fit in u32 (checked by the caller: degrees are at most 4096).
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        RawHeader::new(
+            MAGIC_GRAPH,
+            self.m0 as u32,
+            self.count,
+            self.m,
+            self.entry,
+            self.upper_blocks,
+        )
+        .to_bytes()
+    }
+}
+
+/// Header of an item table (`TAILRIDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdsHeader {
+    pub count: u64,
+    /// Total bytes of the id strings.
+    pub id_bytes: u64,
+}
+
+impl IdsHeader {
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<IdsHeader> {
+        let h = RawHeader::parse(bytes, MAGIC_IDS, path)?;
+        Ok(IdsHeader {
+            count: h.count,
+            id_bytes: h.b,
+        })
+    }
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        RawHeader::new(MAGIC_IDS, 0, self.count, self.id_bytes, 0, 0).to_bytes()
+    }
+}
+
+/// Header of a label table (`TAILRLBL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelsHeader {
+    pub attributes: u32,
+    pub count: u64,
+}
+
+impl LabelsHeader {
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<LabelsHeader> {
+        let h = RawHeader::parse(bytes, MAGIC_LABELS, path)?;
+        Ok(LabelsHeader {
+            attributes: h.a,
+            count: h.count,
+        })
+    }
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        RawHeader::new(MAGIC_LABELS, self.attributes, self.count, 0, 0, 0).to_bytes()
+    }
+}
+
+/// Header of a tombstone file (`TAILRTMB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TombstonesHeader {
+    pub count: u64,
+    /// Set bits (removed rows).
+    pub removed: u64,
+}
+
+impl TombstonesHeader {
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<TombstonesHeader> {
+        let h = RawHeader::parse(bytes, MAGIC_TOMBSTONES, path)?;
+        Ok(TombstonesHeader {
+            count: h.count,
+            removed: h.b,
+        })
+    }
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        RawHeader::new(MAGIC_TOMBSTONES, 0, self.count, self.removed, 0, 0).to_bytes()
     }
 }
 
@@ -275,33 +423,77 @@ mod tests {
     #[test]
     fn header_round_trip_and_errors() {
         let p = Path::new("x.vec");
-        let h = Header::new(MAGIC_VECTORS, 2, 10, 3, 4, 5);
+        let h = RawHeader::new(MAGIC_VECTORS, 2, 10, 3, 4, 5);
         let bytes = h.to_bytes();
-        let back = Header::parse(&bytes, MAGIC_VECTORS, p).unwrap();
+        let back = RawHeader::parse(&bytes, MAGIC_VECTORS, p).unwrap();
         assert_eq!(
             (back.a, back.count, back.b, back.c, back.d),
             (2, 10, 3, 4, 5)
         );
         assert!(matches!(
-            Header::parse(&bytes, MAGIC_GRAPH, p),
+            RawHeader::parse(&bytes, MAGIC_GRAPH, p),
             Err(Error::Corrupted { .. })
         ));
         assert!(matches!(
-            Header::parse(&bytes[..63], MAGIC_VECTORS, p),
+            RawHeader::parse(&bytes[..63], MAGIC_VECTORS, p),
             Err(Error::Corrupted { .. })
         ));
         let mut future = bytes;
         future[8..12].copy_from_slice(&(INDEX_FORMAT_VERSION + 1).to_le_bytes());
         assert!(matches!(
-            Header::parse(&future, MAGIC_VECTORS, p),
+            RawHeader::parse(&future, MAGIC_VECTORS, p),
             Err(Error::IncompatibleVersion { found, .. }) if found == INDEX_FORMAT_VERSION + 1
         ));
         let mut zero = bytes;
         zero[8..12].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
-            Header::parse(&zero, MAGIC_VECTORS, p),
+            RawHeader::parse(&zero, MAGIC_VECTORS, p),
             Err(Error::IncompatibleVersion { found: 0, .. })
         ));
+    }
+
+    #[test]
+    fn typed_views_round_trip_and_refuse_other_kinds() {
+        let p = Path::new("f");
+        let v = VectorHeader::new(Dtype::Int8, 7, 1024);
+        assert_eq!(VectorHeader::parse(&v.to_bytes(), p).unwrap(), v);
+        let g = GraphHeader {
+            m0: 32,
+            count: 7,
+            m: 16,
+            entry: 3,
+            upper_blocks: 2,
+        };
+        assert_eq!(GraphHeader::parse(&g.to_bytes(), p).unwrap(), g);
+        let i = IdsHeader {
+            count: 7,
+            id_bytes: 70,
+        };
+        assert_eq!(IdsHeader::parse(&i.to_bytes(), p).unwrap(), i);
+        let l = LabelsHeader {
+            attributes: 2,
+            count: 7,
+        };
+        assert_eq!(LabelsHeader::parse(&l.to_bytes(), p).unwrap(), l);
+        let t = TombstonesHeader {
+            count: 7,
+            removed: 1,
+        };
+        assert_eq!(TombstonesHeader::parse(&t.to_bytes(), p).unwrap(), t);
+        // The same bytes as the generic layout of index-format.md.
+        assert_eq!(
+            g.to_bytes(),
+            RawHeader::new(MAGIC_GRAPH, 32, 7, 16, 3, 2).to_bytes()
+        );
+        assert!(matches!(
+            GraphHeader::parse(&v.to_bytes(), p),
+            Err(Error::Corrupted { .. })
+        ));
+        let mut bad = v.to_bytes();
+        bad[12] = 9;
+        assert!(
+            matches!(VectorHeader::parse(&bad, p), Err(Error::Corrupted { reason, .. }) if reason.contains("element type 9"))
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use memmap2::Mmap;
 
 use super::format::{
     add, align_up, cast, check_len, map_file, map_open_file, mul, vector_rows_align, CrcWriter,
-    Dtype, FileEntry, Header, HEADER_LEN, MAGIC_IDS, MAGIC_LABELS, MAGIC_TOMBSTONES, MAGIC_VECTORS,
+    Dtype, FileEntry, IdsHeader, LabelsHeader, TombstonesHeader, VectorHeader, HEADER_LEN,
     VECTOR_ROWS_ALIGN,
 };
 use crate::catalog::ValueId;
@@ -45,9 +45,8 @@ impl VectorFile {
     pub fn open(path: &Path) -> Result<VectorFile> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let map = map_open_file(&file, path)?;
-        let h = Header::parse(&map, MAGIC_VECTORS, path)?;
-        let dtype = Dtype::from_code_checked(h.a, path)?;
-        let (count, dim) = (h.count, h.b);
+        let h = VectorHeader::parse(&map, path)?;
+        let (dtype, count, dim) = (h.dtype, h.count, h.dim);
         if dim == 0 || dim > u32::MAX as u64 {
             return Err(Error::corrupted(path, format!("invalid dimension {dim}")));
         }
@@ -208,20 +207,6 @@ impl VectorFile {
     }
 }
 
-impl Dtype {
-    fn from_code_checked(code: u32, path: &Path) -> Result<Dtype> {
-        match code {
-            0 => Ok(Dtype::F32),
-            1 => Ok(Dtype::F16),
-            2 => Ok(Dtype::Int8),
-            _ => Err(Error::corrupted(
-                path,
-                format!("unknown element type {code}"),
-            )),
-        }
-    }
-}
-
 /// Writes f32 rows (the concatenation of `parts`) as a vector file.
 pub fn write_vectors(path: &Path, dim: usize, parts: &[&[f32]]) -> Result<FileEntry> {
     let count: usize = parts.iter().map(|p| p.len() / dim).sum();
@@ -242,17 +227,7 @@ pub fn write_vectors_streamed<'a>(
     chunks: impl Iterator<Item = Result<Cow<'a, [f32]>>>,
 ) -> Result<FileEntry> {
     let mut w = CrcWriter::create(path)?;
-    w.write(
-        &Header::new(
-            MAGIC_VECTORS,
-            Dtype::F32 as u32,
-            count as u64,
-            dim as u64,
-            0,
-            0,
-        )
-        .to_bytes(),
-    )?;
+    w.write(&VectorHeader::new(Dtype::F32, count as u64, dim as u64).to_bytes())?;
     w.pad_to(VECTOR_ROWS_ALIGN)?;
     let mut written = 0usize;
     for chunk in chunks {
@@ -279,7 +254,7 @@ pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) ->
     let count: usize = parts.iter().map(|p| p.len() / dim).sum();
     let rows = || parts.iter().flat_map(|p| p.chunks_exact(dim));
     let mut w = CrcWriter::create(path)?;
-    w.write(&Header::new(MAGIC_VECTORS, dtype as u32, count as u64, dim as u64, 0, 0).to_bytes())?;
+    w.write(&VectorHeader::new(dtype, count as u64, dim as u64).to_bytes())?;
     let mut buf16: Vec<u16> = Vec::with_capacity(dim);
     let mut buf8: Vec<i8> = Vec::with_capacity(dim);
     if dtype == Dtype::Int8 {
@@ -331,8 +306,8 @@ impl IdTable {
     /// the id bytes: a few hundred microseconds per 100k ids).
     pub fn open(path: &Path) -> Result<IdTable> {
         let map = map_file(path)?;
-        let h = Header::parse(&map, MAGIC_IDS, path)?;
-        let (count, blob_len) = (h.count, h.b);
+        let h = IdsHeader::parse(&map, path)?;
+        let (count, blob_len) = (h.count, h.id_bytes);
         if count > u32::MAX as u64 {
             return Err(Error::corrupted(
                 path,
@@ -471,7 +446,13 @@ pub fn write_ids(path: &Path, ids: &[String]) -> Result<FileEntry> {
     let mut sorted: Vec<u32> = (0..ids.len() as u32).collect();
     sorted.sort_unstable_by(|&a, &b| ids[a as usize].cmp(&ids[b as usize]));
     let mut w = CrcWriter::create(path)?;
-    w.write(&Header::new(MAGIC_IDS, 0, ids.len() as u64, pos, 0, 0).to_bytes())?;
+    w.write(
+        &IdsHeader {
+            count: ids.len() as u64,
+            id_bytes: pos,
+        }
+        .to_bytes(),
+    )?;
     w.write(bytemuck::cast_slice(&offsets))?;
     w.write(bytemuck::cast_slice(&sorted))?;
     w.pad_to(8)?;
@@ -492,8 +473,8 @@ pub struct LabelTable {
 impl LabelTable {
     pub fn open(path: &Path) -> Result<LabelTable> {
         let map = map_file(path)?;
-        let h = Header::parse(&map, MAGIC_LABELS, path)?;
-        let cells = mul(h.count, h.a as u64, path)?;
+        let h = LabelsHeader::parse(&map, path)?;
+        let cells = mul(h.count, h.attributes as u64, path)?;
         check_len(
             map.len(),
             add(HEADER_LEN as u64, mul(cells, 2, path)?, path)?,
@@ -504,7 +485,7 @@ impl LabelTable {
             path: path.to_path_buf(),
             map,
             count: h.count as usize,
-            attributes: h.a as usize,
+            attributes: h.attributes as usize,
         })
     }
 
@@ -531,7 +512,13 @@ impl LabelTable {
 pub fn write_labels(path: &Path, attributes: usize, values: &[u16]) -> Result<FileEntry> {
     let count = values.len().checked_div(attributes).unwrap_or(0);
     let mut w = CrcWriter::create(path)?;
-    w.write(&Header::new(MAGIC_LABELS, attributes as u32, count as u64, 0, 0, 0).to_bytes())?;
+    w.write(
+        &LabelsHeader {
+            attributes: attributes as u32,
+            count: count as u64,
+        }
+        .to_bytes(),
+    )?;
     w.write(bytemuck::cast_slice(values))?;
     w.finish()
 }
@@ -547,7 +534,7 @@ pub struct Tombstones {
 impl Tombstones {
     pub fn open(path: &Path) -> Result<Tombstones> {
         let map = map_file(path)?;
-        let h = Header::parse(&map, MAGIC_TOMBSTONES, path)?;
+        let h = TombstonesHeader::parse(&map, path)?;
         let words = h.count.div_ceil(64);
         check_len(
             map.len(),
@@ -555,14 +542,14 @@ impl Tombstones {
             path,
             "the tombstones",
         )?;
-        if h.b > h.count {
+        if h.removed > h.count {
             return Err(Error::corrupted(path, "more removed rows than rows"));
         }
         Ok(Tombstones {
             path: path.to_path_buf(),
             map,
             count: h.count as usize,
-            removed: h.b as usize,
+            removed: h.removed as usize,
         })
     }
 
@@ -613,7 +600,13 @@ impl Tombstones {
 pub fn write_tombstones(path: &Path, count: usize, words: &[u64]) -> Result<FileEntry> {
     let removed: u64 = words.iter().map(|w| w.count_ones() as u64).sum();
     let mut w = CrcWriter::create(path)?;
-    w.write(&Header::new(MAGIC_TOMBSTONES, 0, count as u64, removed, 0, 0).to_bytes())?;
+    w.write(
+        &TombstonesHeader {
+            count: count as u64,
+            removed,
+        }
+        .to_bytes(),
+    )?;
     w.write(bytemuck::cast_slice(words))?;
     w.finish()
 }
@@ -625,7 +618,7 @@ mod tests {
     /// A vector file in the version-1 layout: rows (or int8 scales) right after the
     /// header, int8 codes at the next multiple of 64.
     fn v1_file(dtype: Dtype, count: usize, dim: usize, body: &[u8]) -> Vec<u8> {
-        let mut h = Header::new(MAGIC_VECTORS, dtype as u32, count as u64, dim as u64, 0, 0);
+        let mut h = VectorHeader::new(dtype, count as u64, dim as u64);
         h.version = 1;
         let mut bytes = h.to_bytes().to_vec();
         bytes.extend_from_slice(body);

@@ -11,8 +11,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::index::disk::format::{
-    add, align_up, cast, check_len, map_file, mul, CrcWriter, FileEntry, Header, HEADER_LEN,
-    MAGIC_GRAPH,
+    add, align_up, cast, check_len, map_file, mul, CrcWriter, FileEntry, GraphHeader, HEADER_LEN,
 };
 
 /// Largest neighbour list accepted in a graph file (sanity bound on a header field).
@@ -231,8 +230,8 @@ pub struct MappedGraph {
 impl MappedGraph {
     pub fn open(path: &Path) -> Result<MappedGraph> {
         let map = map_file(path)?;
-        let h = Header::parse(&map, MAGIC_GRAPH, path)?;
-        let (m0, count, m, entry, upper_blocks) = (h.a as u64, h.count, h.b, h.c, h.d);
+        let h = GraphHeader::parse(&map, path)?;
+        let (m0, count, m, entry, upper_blocks) = (h.m0, h.count, h.m, h.entry, h.upper_blocks);
         if m0 == 0 || m0 > MAX_DEGREE || m == 0 || m > MAX_DEGREE {
             return Err(Error::corrupted(
                 path,
@@ -553,14 +552,13 @@ impl MemGraph {
         let upper_blocks: u64 = self.levels.iter().map(|&l| l as u64).sum();
         let entry = self.entry.map_or(u64::MAX, |(e, _)| e as u64);
         let mut w = CrcWriter::create(path)?;
-        let header = Header::new(
-            MAGIC_GRAPH,
-            self.m0 as u32,
+        let header = GraphHeader {
+            m0: self.m0 as u64,
             count,
-            self.m as u64,
+            m: self.m as u64,
             entry,
             upper_blocks,
-        );
+        };
         w.write(&header.to_bytes())?;
         for chunk in self.level0.chunks(1 << 16) {
             w.write(bytemuck::cast_slice(chunk))?;
