@@ -113,7 +113,11 @@ fn timed(tailor: &Path, args: &[&str]) -> (f64, f64) {
         .expect("/usr/bin/time");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "tailor {args:?}: {err}");
-    let line = err.lines().rev().find(|l| l.starts_with("TIME ")).expect("time line");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TIME "))
+        .expect("time line");
     let f: Vec<f64> = line[5..].split(' ').map(|x| x.parse().unwrap()).collect();
     (f[0], f[1] / 1024.0)
 }
@@ -128,11 +132,17 @@ fn main() {
         .parent()
         .unwrap()
         .join("tailor");
-    assert!(tailor.exists(), "build the binary first: cargo build --release");
+    assert!(
+        tailor.exists(),
+        "build the binary first: cargo build --release"
+    );
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("segment-set bench: {n} x {dim}-d, {s} segments; load average {}", load.trim());
+    println!(
+        "segment-set bench: {n} x {dim}-d, {s} segments; load average {}",
+        load.trim()
+    );
 
     let (base, labels) = mixture(n, dim, 7);
     let ids: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
@@ -148,7 +158,12 @@ fn main() {
             .flat_map(|&r| base[r * dim..(r + 1) * dim].iter().copied())
             .collect();
         let seg = prepare_segment(&set_dir, k, s).unwrap();
-        t_set += build(&seg, rows.iter().map(|&r| ids[r].clone()).collect(), &part, dim);
+        t_set += build(
+            &seg,
+            rows.iter().map(|&r| ids[r].clone()).collect(),
+            &part,
+            dim,
+        );
     }
     println!("build: single {t_single:.1} s, {s} segments {t_set:.1} s (sequential)");
 
@@ -190,10 +205,7 @@ fn main() {
             let t = Instant::now();
             let mut found = 0;
             for (q, want) in qs.iter().zip(&exact) {
-                found += search(q)
-                    .iter()
-                    .filter(|h| want.contains(&h.id))
-                    .count();
+                found += search(q).iter().filter(|h| want.contains(&h.id)).count();
             }
             let ms = t.elapsed().as_secs_f64() * 1e3 / qs.len() as f64;
             line += &format!(
@@ -216,10 +228,15 @@ fn main() {
             .into_iter()
             .map(|h| h.id)
             .collect();
-        assert_eq!(&got, want, "exact top-10 of the set equals the single index's");
+        assert_eq!(
+            &got, want,
+            "exact top-10 of the set equals the single index's"
+        );
     }
     let ex_set = t.elapsed().as_secs_f64() * 1e3 / qs.len() as f64;
-    println!("exact search: single {ex_single:.2} ms/query, set {ex_set:.2} ms/query (identical top-10)");
+    println!(
+        "exact search: single {ex_single:.2} ms/query, set {ex_set:.2} ms/query (identical top-10)"
+    );
     drop((single, set));
 
     // Fresh processes: search (open + one query) and exact eval map.
@@ -227,28 +244,46 @@ fn main() {
     tailor::npy::write_f32_matrix(&qfile, 1, dim, qs[0]).unwrap();
     let mut qlist = String::new();
     let mut clist = String::new();
-    for i in 0..n {
-        let line = format!("i{i} a c{}\n", labels[i]);
+    for (i, label) in labels.iter().enumerate() {
+        let line = format!("i{i} a c{label}\n");
         if i < args.map_queries {
             qlist += &line;
         } else {
             clist += &line;
         }
     }
-    let (ql, cl) = (args.dir.join("queries.txt"), args.dir.join("candidates.txt"));
+    let (ql, cl) = (
+        args.dir.join("queries.txt"),
+        args.dir.join("candidates.txt"),
+    );
     std::fs::write(&ql, qlist).unwrap();
     std::fs::write(&cl, clist).unwrap();
     for (name, dir) in [("single", &single_dir), ("set", &set_dir)] {
         let d = dir.to_str().unwrap();
         let search = timed(
             &tailor,
-            &["search", "--index", d, "--attr", "a", "--vector", qfile.to_str().unwrap()],
+            &[
+                "search",
+                "--index",
+                d,
+                "--attr",
+                "a",
+                "--vector",
+                qfile.to_str().unwrap(),
+            ],
         );
         let map = timed(
             &tailor,
             &[
-                "eval", "map", "-q", "--index", d, "--queries", ql.to_str().unwrap(),
-                "--candidates", cl.to_str().unwrap(),
+                "eval",
+                "map",
+                "-q",
+                "--index",
+                d,
+                "--queries",
+                ql.to_str().unwrap(),
+                "--candidates",
+                cl.to_str().unwrap(),
             ],
         );
         println!(

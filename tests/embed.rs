@@ -266,14 +266,9 @@ fn shards_publish_a_set_that_merges_into_the_single_index() {
     // Shards land in any order.
     for k in [2, 0, 1] {
         let spec = format!("{k}/3");
-        let summary: serde_json::Value = serde_json::from_str(&ok(embed(
-            &model,
-            &catalog,
-            &set,
-            &["--shard", &spec],
-            &[],
-        )))
-        .unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&ok(embed(&model, &catalog, &set, &["--shard", &spec], &[])))
+                .unwrap();
         let n = summary["embedded"].as_u64().unwrap();
         assert!(n > 0 && n < 48, "shard {k} holds a part: {n}");
         assert!(summary["segment"]
@@ -284,7 +279,10 @@ fn shards_publish_a_set_that_merges_into_the_single_index() {
     }
     assert_eq!(total, 48, "the shards partition the catalog");
     let merged = dir.path().join("merged");
-    ok(tailor(&["index", "merge", "-q", s(&set), "--out", s(&merged)], &[]));
+    ok(tailor(
+        &["index", "merge", "-q", s(&set), "--out", s(&merged)],
+        &[],
+    ));
 
     let (a, b) = (Index::open(&single).unwrap(), Index::open(&merged).unwrap());
     assert_eq!(a.len(), b.len());
@@ -354,11 +352,26 @@ fn rows_by_id(ix: &Index) -> std::collections::BTreeMap<(String, String), Vec<u3
     out
 }
 
-fn spawn_embed(model: &Path, catalog: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+fn spawn_embed(
+    model: &Path,
+    catalog: &Path,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tailor"));
     cmd.args([
-        "embed", "--json", "-q", "--model", s(model), "--catalog", s(catalog), "--out", s(out),
-        "--batch", "4",
+        "embed",
+        "--json",
+        "-q",
+        "--model",
+        s(model),
+        "--catalog",
+        s(catalog),
+        "--out",
+        s(out),
+        "--batch",
+        "4",
     ])
     .args(extra)
     .stdout(std::process::Stdio::piped())
@@ -377,7 +390,10 @@ fn wait_for_holder(lock: &Path, child: &mut std::process::Child) -> u32 {
                 return v["pid"].as_u64().unwrap() as u32;
             }
         }
-        assert!(child.try_wait().unwrap().is_none(), "the first job ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the first job ended early"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     panic!("no job took {}", lock.display());
@@ -414,7 +430,11 @@ fn a_second_job_on_the_same_output_is_refused_or_waits() {
     let first = first.wait_with_output().unwrap();
     let summary: serde_json::Value = serde_json::from_str(&ok(first)).unwrap();
     assert_eq!(summary["embedded"], 40);
-    assert_eq!(rows_by_id(&Index::open(&out).unwrap()), want, "the first job's index is whole");
+    assert_eq!(
+        rows_by_id(&Index::open(&out).unwrap()),
+        want,
+        "the first job's index is whole"
+    );
 
     // With --wait the second job waits for the first, then runs on its own.
     std::fs::remove_file(&release).unwrap();
@@ -423,8 +443,18 @@ fn a_second_job_on_the_same_output_is_refused_or_waits() {
     let log = dir.path().join("second.err");
     let mut second = Command::new(env!("CARGO_BIN_EXE_tailor"))
         .args([
-            "embed", "--json", "-q", "--model", s(&model), "--catalog", s(&catalog), "--out",
-            s(&out), "--batch", "4", "--wait",
+            "embed",
+            "--json",
+            "-q",
+            "--model",
+            s(&model),
+            "--catalog",
+            s(&catalog),
+            "--out",
+            s(&out),
+            "--batch",
+            "4",
+            "--wait",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -434,7 +464,10 @@ fn a_second_job_on_the_same_output_is_refused_or_waits() {
         .unwrap()
         .contains("waiting for the embed job running on this output")
     {
-        assert!(second.try_wait().unwrap().is_none(), "the second job did not wait");
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "the second job did not wait"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::fs::write(&release, "").unwrap();
@@ -534,12 +567,26 @@ fn the_rejects_report_is_replaced_on_every_run() {
     std::fs::write(&manifest, &text).unwrap();
     let out = dir.path().join("index");
     let report = dir.path().join("index.rejects.jsonl");
-    ok(embed(&model, &manifest, &out, &["--max-reject-rate", "0.5"], &[]));
-    assert!(std::fs::read_to_string(&report).unwrap().contains("\"broken\""));
+    ok(embed(
+        &model,
+        &manifest,
+        &out,
+        &["--max-reject-rate", "0.5"],
+        &[],
+    ));
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("\"broken\""));
 
     // Another broken item instead: the report names only this run's rejects.
     std::fs::write(&manifest, text.replace("broken,", "gone,")).unwrap();
-    ok(embed(&model, &manifest, &out, &["--max-reject-rate", "0.5"], &[]));
+    ok(embed(
+        &model,
+        &manifest,
+        &out,
+        &["--max-reject-rate", "0.5"],
+        &[],
+    ));
     let t = std::fs::read_to_string(&report).unwrap();
     assert!(t.contains("\"gone\"") && !t.contains("\"broken\""), "{t}");
 
@@ -621,7 +668,11 @@ fn the_array_recipe_with_local_processes_gives_the_single_machine_index() {
         }
         for row in (0..a.len()).step_by(7) {
             let q = a.vector(attr, row).unwrap().to_vec();
-            let top = |h: Vec<index::Hit>| h.into_iter().map(|h| (h.id, h.score.to_bits())).collect::<Vec<_>>();
+            let top = |h: Vec<index::Hit>| {
+                h.into_iter()
+                    .map(|h| (h.id, h.score.to_bits()))
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(
                 top(b.search_exact(attr, &q, 10).unwrap()),
                 top(a.search_exact(attr, &q, 10).unwrap()),

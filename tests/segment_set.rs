@@ -124,7 +124,9 @@ fn build(dir: &Path, d: &Data, rows: &[usize], identity: &str) {
 /// Rows of `d` whose ids fall in shard `k` of `n` (as `embed --shard k/n` selects them).
 fn shard_rows(d: &Data, k: usize, n: usize) -> Vec<usize> {
     let shard = Shard { index: k, count: n };
-    (0..d.ids.len()).filter(|&r| shard.contains(&d.ids[r])).collect()
+    (0..d.ids.len())
+        .filter(|&r| shard.contains(&d.ids[r]))
+        .collect()
 }
 
 /// A set of `n` items in `segments` segments (by the hash of the id), and one index of
@@ -158,7 +160,9 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
             let got = set.search_exact(a, v, 10).unwrap();
             let want = single.search_exact(a, v, 10).unwrap();
             let pairs = |h: &[index::Hit]| -> Vec<(String, u32)> {
-                h.iter().map(|h| (h.id.clone(), h.score.to_bits())).collect()
+                h.iter()
+                    .map(|h| (h.id.clone(), h.score.to_bits()))
+                    .collect()
             };
             assert_eq!(pairs(&got), pairs(&want), "{a}: exact top-10 of query {q}");
             for h in &got {
@@ -171,7 +175,10 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
                 .count();
         }
     }
-    assert!(ann_hits as f64 >= 0.9 * 25.0 * 2.0 * 10.0, "ANN recall over the set: {ann_hits}");
+    assert!(
+        ann_hits as f64 >= 0.9 * 25.0 * 2.0 * 10.0,
+        "ANN recall over the set: {ann_hits}"
+    );
 
     // The query engine: weighted, filtered, by item (itself excluded), exact.
     let filter = LabelFilter::parse(&single, &["tone=dark".into()]).unwrap();
@@ -243,14 +250,25 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
     // Triplet accuracy: identical.
     let mut text = String::new();
     for i in 0..200 {
-        let (a, b, c) = (&d.ids[i], &d.ids[(i * 13 + 5) % 900], &d.ids[(i * 29 + 7) % 900]);
+        let (a, b, c) = (
+            &d.ids[i],
+            &d.ids[(i * 13 + 5) % 900],
+            &d.ids[(i * 29 + 7) % 900],
+        );
         text += &format!("{a} {b} {c} {}\n", ATTRS[i % 2]);
     }
     let triplets = dir.path().join("triplets.txt");
     std::fs::write(&triplets, text).unwrap();
     let acc = |ix: &Path| -> serde_json::Value {
         let mut v: serde_json::Value = serde_json::from_str(&ok(tailor(&[
-            "eval", "triplets", "--json", "-q", "--index", s(ix), "--triplets", s(&triplets),
+            "eval",
+            "triplets",
+            "--json",
+            "-q",
+            "--index",
+            s(ix),
+            "--triplets",
+            s(&triplets),
         ])))
         .unwrap();
         v.as_object_mut().unwrap().remove("seconds");
@@ -261,8 +279,17 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
     // Search through the CLI on the set: same ids as the single index.
     let cli = |ix: &Path| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_str(&ok(tailor(&[
-            "search", "--json", "--index", s(ix), "--attr", "shape", "--item", "item-00007",
-            "--exact", "-k", "10",
+            "search",
+            "--json",
+            "--index",
+            s(ix),
+            "--attr",
+            "shape",
+            "--item",
+            "item-00007",
+            "--exact",
+            "-k",
+            "10",
         ])))
         .unwrap();
         v["results"]
@@ -276,9 +303,20 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
 
     // Export: the same rows, bit for bit (set order: segment by segment).
     let export = |ix: &Path, tag: &str| -> Vec<(String, Vec<u32>)> {
-        let (npy, ids) = (dir.path().join(format!("{tag}.npy")), dir.path().join(format!("{tag}.ids")));
+        let (npy, ids) = (
+            dir.path().join(format!("{tag}.npy")),
+            dir.path().join(format!("{tag}.ids")),
+        );
         ok(tailor(&[
-            "index", "export", s(ix), "--attr", "tone", "--out", s(&npy), "--ids-out", s(&ids),
+            "index",
+            "export",
+            s(ix),
+            "--attr",
+            "tone",
+            "--out",
+            s(&npy),
+            "--ids-out",
+            s(&ids),
         ]));
         let m = tailor::npy::read_f32_matrix(&npy).unwrap();
         let ids: Vec<String> = std::fs::read_to_string(&ids)
@@ -298,7 +336,14 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
 
     // Compaction into one segment: the same exact results.
     let merged = dir.path().join("merged");
-    ok(tailor(&["index", "merge", s(&set_dir), "--out", s(&merged), "-q"]));
+    ok(tailor(&[
+        "index",
+        "merge",
+        s(&set_dir),
+        "--out",
+        s(&merged),
+        "-q",
+    ]));
     let m = Index::open(&merged).unwrap();
     assert_eq!(m.len(), 900);
     let v = single.vector("shape", 5).unwrap().to_vec();
@@ -325,16 +370,28 @@ fn info_and_verify_list_present_and_missing_segments() {
     assert_eq!(info["missing"], serde_json::json!([0, 2]));
     assert_eq!(info["items"], 100);
     let text = ok(tailor(&["index", "info", s(&set)]));
-    assert!(text.contains("2 of 4 present: 1, 3") && text.contains("missing    0, 2"), "{text}");
+    assert!(
+        text.contains("2 of 4 present: 1, 3") && text.contains("missing    0, 2"),
+        "{text}"
+    );
 
     // Searchable with the segments present, saying which are missing.
     let present_item = d.ids[shard_rows(&d, 1, 4)[0]].clone();
     let out = tailor(&[
-        "search", "--index", s(&set), "--attr", "shape", "--item", &present_item,
+        "search",
+        "--index",
+        s(&set),
+        "--attr",
+        "shape",
+        "--item",
+        &present_item,
     ]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("searching 2 of 4 segments; missing: 0, 2"), "{err}");
+    assert!(
+        err.contains("searching 2 of 4 segments; missing: 0, 2"),
+        "{err}"
+    );
 
     // verify: the present segments pass, the missing ones fail the check by name.
     let out = tailor(&["index", "verify", s(&set)]);
@@ -373,15 +430,33 @@ fn bad_sets_are_refused_naming_the_segment() {
 
     // A segment from another model.
     let set = dir.path().join("models");
-    build(&prepare_segment(&set, 0, 3).unwrap(), &d, &part(0), "model-a");
-    build(&prepare_segment(&set, 1, 3).unwrap(), &d, &part(1), "model-b");
+    build(
+        &prepare_segment(&set, 0, 3).unwrap(),
+        &d,
+        &part(0),
+        "model-a",
+    );
+    build(
+        &prepare_segment(&set, 1, 3).unwrap(),
+        &d,
+        &part(1),
+        "model-b",
+    );
     let err = open_err(&set);
     assert!(
         err.contains("segment-00001")
             && err.contains("was embedded by model model-b, the set by model-a"),
         "{err}"
     );
-    let out = tailor(&["search", "--index", s(&set), "--attr", "shape", "--item", "item-00000"]);
+    let out = tailor(&[
+        "search",
+        "--index",
+        s(&set),
+        "--attr",
+        "shape",
+        "--item",
+        "item-00000",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("model-b"));
 
@@ -406,10 +481,18 @@ fn bad_sets_are_refused_naming_the_segment() {
 
     // An item in another segment than its id's (a segment from a set of another size).
     let set = dir.path().join("misplaced");
-    build(&prepare_segment(&set, 0, 2).unwrap(), &d, &[zero[0], two[0]], "m");
+    build(
+        &prepare_segment(&set, 0, 2).unwrap(),
+        &d,
+        &[zero[0], two[0]],
+        "m",
+    );
     let err = open_err(&set);
     assert!(
-        err.contains(&format!("item {:?} belongs in segment 1 of 2", d.ids[two[0]])),
+        err.contains(&format!(
+            "item {:?} belongs in segment 1 of 2",
+            d.ids[two[0]]
+        )),
         "{err}"
     );
 
@@ -447,7 +530,10 @@ fn bad_sets_are_refused_naming_the_segment() {
     build(&prepare_segment(&set, 0, 2).unwrap(), &d, &part(0), "m");
     build(&set.join(segment_name(5)), &d, &part(1), "m");
     let err = open_err(&set);
-    assert!(err.contains("segment-00005") && err.contains("outside the set's 2 segments"), "{err}");
+    assert!(
+        err.contains("segment-00005") && err.contains("outside the set's 2 segments"),
+        "{err}"
+    );
 
     // No segment yet; a set.json from a newer tailor; a set of another size.
     let set = dir.path().join("empty");
@@ -468,5 +554,8 @@ fn bad_sets_are_refused_naming_the_segment() {
     let plain = dir.path().join("plain");
     build(&plain, &d, &part(0), "m");
     let err = prepare_segment(&plain, 0, 2).unwrap_err().to_string();
-    assert!(err.contains("holds a single index, not a segment set"), "{err}");
+    assert!(
+        err.contains("holds a single index, not a segment set"),
+        "{err}"
+    );
 }

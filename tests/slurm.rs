@@ -49,7 +49,13 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 fn the_readme_array_recipe_on_slurm_survives_a_killed_and_requeued_task() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tailor = env!("CARGO_BIN_EXE_tailor");
-    eprint!("{}", ok("bash", &[repo.join("tools/slurm-local.sh").to_str().unwrap(), "up"]));
+    eprint!(
+        "{}",
+        ok(
+            "bash",
+            &[repo.join("tools/slurm-local.sh").to_str().unwrap(), "up"]
+        )
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -63,15 +69,41 @@ fn the_readme_array_recipe_on_slurm_survives_a_killed_and_requeued_task() {
     synth::generate(&catalog, &opts, ProgressMode::Quiet).unwrap();
     let model = d.join("model.safetensors");
     let (c, m) = (catalog.to_str().unwrap(), model.to_str().unwrap());
-    ok(tailor, &[
-        "model", "init", "--arch", "asen", "--backbone", "tiny", "--input-size", "32",
-        "--catalog", c, "--out", m, "--seed", "1",
-    ]);
+    ok(
+        tailor,
+        &[
+            "model",
+            "init",
+            "--arch",
+            "asen",
+            "--backbone",
+            "tiny",
+            "--input-size",
+            "32",
+            "--catalog",
+            c,
+            "--out",
+            m,
+            "--seed",
+            "1",
+        ],
+    );
     let single = d.join("single");
-    ok(tailor, &[
-        "embed", "-q", "--model", m, "--catalog", c, "--out", single.to_str().unwrap(),
-        "--batch", "4",
-    ]);
+    ok(
+        tailor,
+        &[
+            "embed",
+            "-q",
+            "--model",
+            m,
+            "--catalog",
+            c,
+            "--out",
+            single.to_str().unwrap(),
+            "--batch",
+            "4",
+        ],
+    );
 
     // The README's submission, with the settings in the environment sbatch exports.
     let set = d.join("set");
@@ -90,18 +122,25 @@ fn the_readme_array_recipe_on_slurm_survives_a_killed_and_requeued_task() {
         .output()
         .unwrap();
     assert!(submitted.status.success(), "{submitted:?}");
-    let job = String::from_utf8(submitted.stdout).unwrap().trim().to_string();
+    let job = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     eprintln!("submitted array job {job}");
     let task2 = format!("{job}_2");
 
     let checkpoint = set.join("segment-00002.embed-work/checkpoint.json");
-    wait_for("task 2 half-way (checkpoint at 8+ items)", Duration::from_secs(300), || {
-        std::fs::read(&checkpoint)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["next_item"].as_u64())
-            .is_some_and(|n| n >= 8)
-    });
+    wait_for(
+        "task 2 half-way (checkpoint at 8+ items)",
+        Duration::from_secs(300),
+        || {
+            std::fs::read(&checkpoint)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["next_item"].as_u64())
+                .is_some_and(|n| n >= 8)
+        },
+    );
     assert!(!set.join("segment-00002/manifest.json").exists());
     eprint!("{}", ok("squeue", &["-j", &job]));
     ok("scancel", &["--batch", "--signal=KILL", &task2]);
@@ -119,14 +158,21 @@ fn the_readme_array_recipe_on_slurm_survives_a_killed_and_requeued_task() {
 
     let log = std::fs::read_to_string(d.join(format!("tailor-embed-{job}_2.out"))).unwrap();
     eprintln!("--- tailor-embed-{job}_2.out ---\n{log}---");
-    assert!(log.contains("stale lock"), "the requeued task took over the lock");
+    assert!(
+        log.contains("stale lock"),
+        "the requeued task took over the lock"
+    );
     assert!(log.contains("resumed after"), "the requeued task resumed");
     eprint!("{}", ok(tailor, &["index", "info", set.to_str().unwrap()]));
 
     let (a, b) = (Index::open(&single).unwrap(), IndexSet::open(&set).unwrap());
     assert!(b.missing().is_empty());
     assert_eq!(a.len(), b.len());
-    let top = |h: Vec<Hit>| h.into_iter().map(|h| (h.id, h.score.to_bits())).collect::<Vec<_>>();
+    let top = |h: Vec<Hit>| {
+        h.into_iter()
+            .map(|h| (h.id, h.score.to_bits()))
+            .collect::<Vec<_>>()
+    };
     for attr in a.attributes() {
         for row in 0..a.len() {
             let other = b.row(a.id(row)).unwrap();

@@ -483,7 +483,7 @@ impl IndexSet {
 
     /// Every present segment's full verification (checksums, then structure), with the
     /// segment it is about.
-    pub fn verify(&self) -> Result<Vec<(usize, VerifyReport)>> {
+    pub fn verify(&self) -> Result<SegmentReports> {
         self.segments
             .iter()
             .map(|s| {
@@ -497,10 +497,13 @@ impl IndexSet {
     }
 }
 
+/// Verification reports with their segment numbers.
+pub type SegmentReports = Vec<(usize, VerifyReport)>;
+
 /// Checks a set's segment directories without opening the set (so it also works on a set
 /// with a damaged segment): each present segment's checksums and structure, with its
 /// number; the numbers of missing segments.
-pub fn verify_set_dir(dir: &Path) -> Result<(Vec<(usize, VerifyReport)>, Vec<usize>)> {
+pub fn verify_set_dir(dir: &Path) -> Result<(SegmentReports, Vec<usize>)> {
     let manifest = read_set_manifest(dir)?;
     let mut reports = Vec::new();
     let mut missing = Vec::new();
