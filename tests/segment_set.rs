@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
 use tailor::catalog::{Attribute, Labels, Schema};
+use tailor::embed::Shard;
 use tailor::index::set::{prepare_segment, segment_name};
 use tailor::index::{self, AttributeInput, BuildInput, BuildParams, Index, IndexSet, ItemLabels};
 use tailor::progress::ProgressMode;
@@ -120,13 +121,21 @@ fn build(dir: &Path, d: &Data, rows: &[usize], identity: &str) {
     index::build(dir, &input, &BuildParams::default(), ProgressMode::Quiet).unwrap();
 }
 
-/// A set of `n` items in `segments` segments (item i in segment i*7 % segments), and one
-/// index of the same items.
+/// Rows of `d` whose ids fall in shard `k` of `n` (as `embed --shard k/n` selects them).
+fn shard_rows(d: &Data, k: usize, n: usize) -> Vec<usize> {
+    let shard = Shard { index: k, count: n };
+    (0..d.ids.len())
+        .filter(|&r| shard.contains(&d.ids[r]))
+        .collect()
+}
+
+/// A set of `n` items in `segments` segments (by the hash of the id), and one index of
+/// the same items.
 fn set_and_single(root: &Path, n: usize, segments: usize) -> (Data, PathBuf, PathBuf) {
     let d = data(n, 11);
     let set = root.join("set");
     for k in 0..segments {
-        let rows: Vec<usize> = (0..n).filter(|i| i * 7 % segments == k).collect();
+        let rows = shard_rows(&d, k, segments);
         let dir = prepare_segment(&set, k, segments).unwrap();
         build(&dir, &d, &rows, "model-a");
     }
@@ -238,6 +247,35 @@ fn a_set_searches_and_evaluates_exactly_like_one_index_of_the_same_vectors() {
     let ann = map(&set_dir, true);
     assert_eq!(ann["map"], b["map"], "--ann keeps the exact MAP");
 
+    // Triplet accuracy: identical.
+    let mut text = String::new();
+    for i in 0..200 {
+        let (a, b, c) = (
+            &d.ids[i],
+            &d.ids[(i * 13 + 5) % 900],
+            &d.ids[(i * 29 + 7) % 900],
+        );
+        text += &format!("{a} {b} {c} {}\n", ATTRS[i % 2]);
+    }
+    let triplets = dir.path().join("triplets.txt");
+    std::fs::write(&triplets, text).unwrap();
+    let acc = |ix: &Path| -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(&ok(tailor(&[
+            "eval",
+            "triplets",
+            "--json",
+            "-q",
+            "--index",
+            s(ix),
+            "--triplets",
+            s(&triplets),
+        ])))
+        .unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(acc(&set_dir), acc(&single_dir), "triplet accuracy");
+
     // Search through the CLI on the set: same ids as the single index.
     let cli = |ix: &Path| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_str(&ok(tailor(&[
@@ -322,7 +360,7 @@ fn info_and_verify_list_present_and_missing_segments() {
     let d = data(200, 5);
     let set = dir.path().join("set");
     for k in [3, 1] {
-        let rows: Vec<usize> = (0..200).filter(|i| i % 4 == k).collect();
+        let rows = shard_rows(&d, k, 4);
         build(&prepare_segment(&set, k, 4).unwrap(), &d, &rows, "m");
     }
     let info: serde_json::Value =
@@ -338,6 +376,7 @@ fn info_and_verify_list_present_and_missing_segments() {
     );
 
     // Searchable with the segments present, saying which are missing.
+    let present_item = d.ids[shard_rows(&d, 1, 4)[0]].clone();
     let out = tailor(&[
         "search",
         "--index",
@@ -345,7 +384,7 @@ fn info_and_verify_list_present_and_missing_segments() {
         "--attr",
         "shape",
         "--item",
-        "item-00001",
+        &present_item,
     ]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -369,7 +408,7 @@ fn info_and_verify_list_present_and_missing_segments() {
     assert!(err.contains("segments 0, 2 of 4 are missing"), "{err}");
 
     for k in [0, 2] {
-        let rows: Vec<usize> = (0..200).filter(|i| i % 4 == k).collect();
+        let rows = shard_rows(&d, k, 4);
         build(&prepare_segment(&set, k, 4).unwrap(), &d, &rows, "m");
     }
     let text = ok(tailor(&["index", "verify", s(&set)]));
@@ -387,7 +426,7 @@ fn open_err(set: &Path) -> String {
 fn bad_sets_are_refused_naming_the_segment() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(120, 9);
-    let part = |k: usize| -> Vec<usize> { (0..120).filter(|i| i % 3 == k).collect() };
+    let part = |k: usize| shard_rows(&d, k, 3);
 
     // A segment from another model.
     let set = dir.path().join("models");
@@ -423,16 +462,39 @@ fn bad_sets_are_refused_naming_the_segment() {
 
     // The same id in two segments.
     let set = dir.path().join("dup");
-    build(&prepare_segment(&set, 0, 2).unwrap(), &d, &part(0), "m");
-    build(&prepare_segment(&set, 1, 2).unwrap(), &d, &[0, 1, 2], "m");
+    let (zero, two) = (shard_rows(&d, 0, 2), shard_rows(&d, 1, 2));
+    build(&prepare_segment(&set, 0, 2).unwrap(), &d, &zero, "m");
+    let mut with_twin = two.clone();
+    with_twin.push(zero[0]);
+    build(&prepare_segment(&set, 1, 2).unwrap(), &d, &with_twin, "m");
     let err = open_err(&set);
+    let twin = &d.ids[zero[0]];
     assert!(
-        err.contains("segment-00001") && err.contains("item \"item-00000\" is also in segment"),
+        err.contains("segment-00001")
+            && err.contains(&format!("item {twin:?} is also in segment"))
+            && err.contains("segment-00000"),
         "{err}"
     );
     let out = tailor(&["index", "verify", s(&set)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is also in segment"));
+
+    // An item in another segment than its id's (a segment from a set of another size).
+    let set = dir.path().join("misplaced");
+    build(
+        &prepare_segment(&set, 0, 2).unwrap(),
+        &d,
+        &[zero[0], two[0]],
+        "m",
+    );
+    let err = open_err(&set);
+    assert!(
+        err.contains(&format!(
+            "item {:?} belongs in segment 1 of 2",
+            d.ids[two[0]]
+        )),
+        "{err}"
+    );
 
     // A damaged segment: a truncated vector file.
     let set = dir.path().join("damaged");

@@ -8,6 +8,10 @@
 //! SET/segment-00003.embed-work the staging directory of shard 3 while it runs
 //! ```
 //!
+//! Segment K holds the items whose id hashes to K modulo N (FNV-1a, as `embed --shard
+//! K/N` selects them), which makes ids unique across segments by construction and lets
+//! a reader check it in one pass.
+//!
 //! A segment is present once its `manifest.json` is committed (the index build's own
 //! atomic commit point), so shards land in any order and a reader sees a segment whole
 //! or not at all. The set is searched over the segments present: each segment is
@@ -208,8 +212,8 @@ impl IndexSet {
         for (_, seg_dir, ix) in &present[1..] {
             check_compatible(&first.1, &first.2, seg_dir, ix)?;
         }
-        if present.len() > 1 {
-            check_unique_ids(&present)?;
+        if let Some(m) = &manifest {
+            check_unique_ids(&present, m.segments)?;
         }
         let mut segments = Vec::with_capacity(present.len());
         let mut offset = 0;
@@ -479,7 +483,7 @@ impl IndexSet {
 
     /// Every present segment's full verification (checksums, then structure), with the
     /// segment it is about.
-    pub fn verify(&self) -> Result<Vec<(usize, VerifyReport)>> {
+    pub fn verify(&self) -> Result<SegmentReports> {
         self.segments
             .iter()
             .map(|s| {
@@ -493,10 +497,13 @@ impl IndexSet {
     }
 }
 
+/// Verification reports with their segment numbers.
+pub type SegmentReports = Vec<(usize, VerifyReport)>;
+
 /// Checks a set's segment directories without opening the set (so it also works on a set
 /// with a damaged segment): each present segment's checksums and structure, with its
 /// number; the numbers of missing segments.
-pub fn verify_set_dir(dir: &Path) -> Result<(Vec<(usize, VerifyReport)>, Vec<usize>)> {
+pub fn verify_set_dir(dir: &Path) -> Result<(SegmentReports, Vec<usize>)> {
     let manifest = read_set_manifest(dir)?;
     let mut reports = Vec::new();
     let mut missing = Vec::new();
@@ -603,20 +610,35 @@ fn check_compatible(first_dir: &Path, first: &Index, dir: &Path, ix: &Index) -> 
     Ok(())
 }
 
-/// No id may be in two segments (results and evaluation would count it twice).
-fn check_unique_ids(present: &[(usize, PathBuf, Index)]) -> Result<()> {
-    let total: usize = present.iter().map(|p| p.2.len()).sum();
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(total);
-    for (i, (_, dir, ix)) in present.iter().enumerate() {
+/// No id may be in two segments (results and evaluation would count it twice). Segment K
+/// of N holds exactly the ids whose FNV-1a hash is K modulo N (as `embed --shard K/N`
+/// assigns them), so checking that every id is in its own segment proves uniqueness in
+/// one streaming pass, without a table of every id. A misplaced id is reported as a
+/// duplicate when its own segment holds it too.
+fn check_unique_ids(present: &[(usize, PathBuf, Index)], count: usize) -> Result<()> {
+    present.par_iter().try_for_each(|(k, dir, ix)| {
         for r in 0..ix.len() {
             let id = ix.id(r);
-            if let Some(j) = seen.insert(id, i) {
-                return Err(segment_error(
-                    dir,
-                    format!("item {id:?} is also in segment {}", present[j].1.display()),
-                ));
+            let home = (crate::fnv1a(&[id.as_bytes()]) % count as u64) as usize;
+            if home == *k {
+                continue;
             }
+            let twin = present
+                .iter()
+                .find(|(j, _, other)| *j == home && other.row(id).is_some());
+            return Err(match twin {
+                Some((_, other_dir, _)) => segment_error(
+                    dir,
+                    format!("item {id:?} is also in segment {}", other_dir.display()),
+                ),
+                None => segment_error(
+                    dir,
+                    format!(
+                        "item {id:?} belongs in segment {home} of {count} (the hash of its id), not in segment {k}; was the segment copied from another set?"
+                    ),
+                ),
+            });
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
