@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod image_io;
 pub mod index;
 pub mod model;
 pub mod npy;

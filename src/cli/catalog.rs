@@ -122,7 +122,7 @@ pub fn run(cmd: CatalogCommand, out: &Output) -> anyhow::Result<ExitCode> {
             let images = (0..n)
                 .map(|i| {
                     let p = cat.image_path(i);
-                    image::open(&p).map(|img| img.to_rgb8()).with_context(|| {
+                    tailor::image_io::decode_rgb(&p).map(|img| img.to_rgb8()).with_context(|| {
                         format!(
                             "{}: cannot decode image of item {:?}",
                             p.display(),

@@ -31,6 +31,12 @@ pub struct Cli {
     /// No progress output.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Largest image file read, in bytes (embed, train, search --image, catalog check);
+    /// a larger file is rejected before it is read.
+    #[arg(long, global = true, value_name = "BYTES",
+          default_value_t = tailor::image_io::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_bytes: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,6 +82,7 @@ impl Output {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    tailor::image_io::set_max_bytes(cli.max_image_bytes);
     let out = Output {
         json: cli.json,
         progress: if cli.quiet {
