@@ -93,7 +93,10 @@ pub enum ImageError {
     #[error("unsupported image format {0} (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)")]
     Unsupported(String),
     #[error("truncated {format} file: {detail}")]
-    Truncated { format: &'static str, detail: String },
+    Truncated {
+        format: &'static str,
+        detail: String,
+    },
     #[error("image is {width}x{height}, over the limit of {limit} pixels per side")]
     TooBig { width: u32, height: u32, limit: u32 },
     #[error("empty image ({0}x{1})")]
@@ -299,23 +302,21 @@ fn format_name(format: ImageFormat) -> &'static str {
 fn decode_error(e: image::ImageError, format: ImageFormat, limits: &ImageLimits) -> ImageError {
     use image::error::{ImageError as E, LimitErrorKind};
     match &e {
-        E::Limits(l) if matches!(l.kind(), LimitErrorKind::DimensionError) => {
-            ImageError::Decode(format!(
-                "image larger than {} pixels per side",
-                limits.max_side
-            ))
-        }
+        E::Limits(l) if matches!(l.kind(), LimitErrorKind::DimensionError) => ImageError::Decode(
+            format!("image larger than {} pixels per side", limits.max_side),
+        ),
         E::Limits(_) => ImageError::Decode("image needs more memory than allowed".into()),
         E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => ImageError::Truncated {
             format: format_name(format),
             detail: "the data ends early".into(),
         },
-        E::Unsupported(u) => ImageError::Decode(format!("unsupported {}: {u}", format_name(format))),
+        E::Unsupported(u) => {
+            ImageError::Decode(format!("unsupported {}: {u}", format_name(format)))
+        }
         _ => {
             let msg = e.to_string();
             let lower = msg.to_ascii_lowercase();
-            if lower.contains("eof") || lower.contains("end of file") || lower.contains("truncat")
-            {
+            if lower.contains("eof") || lower.contains("end of file") || lower.contains("truncat") {
                 ImageError::Truncated {
                     format: format_name(format),
                     detail: msg,
@@ -366,7 +367,10 @@ fn jpeg_complete(b: &[u8]) -> Result<(), String> {
             0x01 | 0xD0..=0xD7 => continue,
             _ => {}
         }
-        let Some(len) = b.get(i..i + 2).map(|s| u16::from_be_bytes([s[0], s[1]]) as usize) else {
+        let Some(len) = b
+            .get(i..i + 2)
+            .map(|s| u16::from_be_bytes([s[0], s[1]]) as usize)
+        else {
             return Err("the file ends inside a segment header".into());
         };
         if len < 2 || i + len > b.len() {
@@ -419,7 +423,9 @@ mod tests {
         let eoi: &[u8] = &[0xFF, 0xD9];
         assert_eq!(jpeg_complete(&jpeg(&[soi, app, sos, data, eoi])), Ok(()));
         let cut = jpeg(&[soi, app, sos, data]);
-        assert!(jpeg_complete(&cut).unwrap_err().contains("inside the image data"));
+        assert!(jpeg_complete(&cut)
+            .unwrap_err()
+            .contains("inside the image data"));
         assert!(jpeg_complete(&jpeg(&[soi, &app[..4]]))
             .unwrap_err()
             .contains("runs past the end"));

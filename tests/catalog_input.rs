@@ -72,7 +72,9 @@ fn conflicting_flat_and_nested_labels_are_refused() {
     assert!(
         err.contains("m.jsonl:2:")
             && err.contains("item \"b\"")
-            && err.contains("label \"colour\" is \"red\" at the top level but \"blue\" under \"labels\""),
+            && err.contains(
+                "label \"colour\" is \"red\" at the top level but \"blue\" under \"labels\""
+            ),
         "{err}"
     );
     // The same value given both ways is one label, not a conflict.
@@ -88,11 +90,7 @@ fn conflicting_flat_and_nested_labels_are_refused() {
 #[test]
 fn repeated_schema_values_and_attributes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let m = write(
-        dir.path(),
-        "m.csv",
-        "id,image,colour\na,a.png,red\n",
-    );
+    let m = write(dir.path(), "m.csv", "id,image,colour\na,a.png,red\n");
     write(
         dir.path(),
         "schema.json",
@@ -153,7 +151,10 @@ fn catalog_check_reports_images_as_embed_will_treat_them() {
                 "cut-jpeg",
                 "truncated JPEG file: the file ends inside the image data (no end-of-image marker)"
             ),
-            ("fifo", "not a regular file (a FIFO); images must be plain files"),
+            (
+                "fifo",
+                "not a regular file (a FIFO); images must be plain files"
+            ),
             (
                 "zero",
                 "not a regular file (a character device); images must be plain files"

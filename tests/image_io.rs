@@ -176,9 +176,5 @@ fn side_limit_is_kept() {
         ..ImageLimits::default()
     };
     let err = decode_rgb_with(&fixture("bmp-rgb.bmp"), &tight).unwrap_err();
-    assert!(
-        err.to_string().contains("16 pixels per side"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("16 pixels per side"), "{err}");
 }
-

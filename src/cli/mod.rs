@@ -2,8 +2,10 @@
 //! turn arguments into library calls and format the results (a table for people,
 //! `--json` for programs). The library never prints.
 
+mod args;
 mod catalog;
 mod embed;
+pub mod errors;
 mod eval;
 mod index;
 mod model;
@@ -100,5 +102,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args, &out),
         Command::Eval(cmd) => eval::run(cmd, &out),
         Command::Train(args) => train::run(*args, &out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "tailor", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:#?}");
     }
 }
