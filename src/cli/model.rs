@@ -34,7 +34,7 @@ pub enum ModelCommand {
         #[arg(long, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
         input_size: Option<u32>,
     },
-    /// Wrap an authors' checkpoint (safetensors, or PyTorch zip .pth/.pth.tar) as a tailor
+    /// Wrap an authors' checkpoint (safetensors, or PyTorch .pth/.pth.tar, zip or legacy) as a tailor
     /// model file. Attribute order must be the checkpoint's (the authors' meta.json order).
     Import {
         /// Architecture of the checkpoint: asen, asen-v2, ag-man, csn, triplet, asen-no-asa, asen-no-aca.
