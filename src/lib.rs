@@ -15,6 +15,7 @@ pub mod eval;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod fsio;
+pub mod image_io;
 pub mod index;
 pub mod model;
 pub mod npy;

@@ -177,6 +177,36 @@ fn parity_asen_from_authors_pth_zip_checkpoint() {
     check(&back, "asen.expected.safetensors");
 }
 
+/// The same checkpoint in PyTorch's legacy (pre-zip) format, as the authors published
+/// theirs (tools/make_legacy_checkpoint.py): one weight stored transposed
+/// (non-contiguous) and two parameters sharing a storage. Same outputs, same identity.
+#[test]
+fn parity_asen_from_authors_legacy_pth_checkpoint() {
+    let cfg = config_json("asen_authors.config.json");
+    let zip = Model::import(&fixture("asen_authors.pth.tar"), cfg.clone(), &Device::Cpu).unwrap();
+    let legacy = Model::import(&fixture("asen_authors_legacy.pth.tar"), cfg, &Device::Cpu).unwrap();
+    check(&legacy, "asen.expected.safetensors");
+    assert_eq!(legacy.identity().unwrap(), zip.identity().unwrap());
+}
+
+/// A legacy checkpoint cut short names what is missing instead of reading past the end.
+#[test]
+fn truncated_legacy_checkpoint_is_refused() {
+    let bytes = std::fs::read(fixture("asen_authors_legacy.pth.tar")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pth.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let cfg = config_json("asen_authors.config.json");
+    let err = Model::import(&cut, cfg, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("legacy PyTorch checkpoint") && err.contains("run past the end of the file"),
+        "{err}"
+    );
+}
+
 #[test]
 fn parity_csn_from_nested_embeddingnet_names() {
     let cfg = config_json("csn_authors.config.json");

@@ -165,6 +165,7 @@ pub fn read(dataset_dir: &Path, dataset: Option<&str>) -> Result<Catalog> {
             if name.is_empty() {
                 return Err(Error::parse(&path, i + 1, "empty image path"));
             }
+            super::check_id(&path, i + 1, name)?;
             if let Some(first) = seen.insert(name.to_string(), i + 1) {
                 return Err(Error::parse(
                     &path,

@@ -33,7 +33,8 @@ impl CheckReport {
     }
 }
 
-/// Checks that every image exists and that its header decodes (format and dimensions).
+/// Checks that every image exists and decodes as `embed` will decode it (the shared
+/// loader, [`crate::image_io`]): a file `embed` would reject is reported with the same reason.
 pub fn check(catalog: &Catalog) -> CheckReport {
     let results: Vec<Option<(bool, ImageProblem)>> = (0..catalog.items.len())
         .into_par_iter()
@@ -44,18 +45,10 @@ pub fn check(catalog: &Catalog) -> CheckReport {
                 path: path.display().to_string(),
                 reason,
             };
-            if !path.is_file() {
-                return Some((true, problem("file not found".into())));
-            }
-            let reader = match image::ImageReader::open(&path).and_then(|r| r.with_guessed_format())
-            {
-                Ok(r) => r,
-                Err(e) => return Some((false, problem(e.to_string()))),
-            };
-            match reader.into_dimensions() {
-                Ok((w, h)) if w > 0 && h > 0 => None,
-                Ok((w, h)) => Some((false, problem(format!("empty image ({w}x{h})")))),
-                Err(e) => Some((false, problem(e.to_string()))),
+            // The loader embed uses: what it would reject is reported here, with its reason.
+            match crate::image_io::decode_rgb(&path) {
+                Ok(_) => None,
+                Err(e) => Some((e.is_missing(), problem(e.to_string()))),
             }
         })
         .collect();

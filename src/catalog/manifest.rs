@@ -64,7 +64,68 @@ fn load_schema(manifest: &Path, given: Option<&Path>) -> Result<Option<(PathBuf,
             format!("expected {{\"attributes\": [{{\"name\": .., \"values\": [..]}}]}}: {e}"),
         )
     })?;
+    check_schema(&path, &text, &schema)?;
     Ok(Some((path, schema)))
+}
+
+/// Refuses a repeated attribute or a value listed twice for one attribute (the second
+/// copy would get its own id and split the items that carry it).
+fn check_schema(path: &Path, text: &str, schema: &Schema) -> Result<()> {
+    let mut names = HashMap::new();
+    for (a, attr) in schema.attributes.iter().enumerate() {
+        if let Some(first) = names.insert(attr.name.as_str(), a) {
+            return Err(Error::parse(
+                path,
+                nth_line_of(text, 0, &attr.name, 2),
+                format!(
+                    "attribute {:?} is listed twice (attributes {} and {})",
+                    attr.name,
+                    first + 1,
+                    a + 1
+                ),
+            ));
+        }
+        let mut seen = HashMap::new();
+        for (i, v) in attr.values.iter().enumerate() {
+            if let Some(first) = seen.insert(v.as_str(), i) {
+                return Err(Error::parse(
+                    path,
+                    nth_line_of(text, attr_start(text, &attr.name), v, 2),
+                    format!(
+                        "attribute {:?}: value {v:?} is listed twice (values {} and {})",
+                        attr.name,
+                        first + 1,
+                        i + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where an attribute's name first appears in the schema text (its values follow it).
+fn attr_start(text: &str, name: &str) -> usize {
+    let quoted = serde_json::to_string(name).unwrap_or_default();
+    text.find(&quoted).unwrap_or(0)
+}
+
+/// The line of the n-th occurrence of a JSON string in `text` (best effort: the last
+/// occurrence found, 0 when the string is written with escapes and cannot be found).
+fn nth_line_of(text: &str, start: usize, value: &str, n: usize) -> usize {
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    let mut from = start;
+    let mut at = None;
+    for _ in 0..n {
+        match text[from..].find(&quoted) {
+            Some(i) => {
+                at = Some(from + i);
+                from += i + quoted.len();
+            }
+            None => break,
+        }
+    }
+    at.map_or(0, |i| text[..i].matches('\n').count() + 1)
 }
 
 pub fn read_csv(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
@@ -158,7 +219,25 @@ pub fn read_jsonl(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
         };
         let mut labels = Vec::new();
         let label_source: Vec<(&String, &Value)> = match obj.get("labels") {
-            Some(Value::Object(m)) => m.iter().collect(),
+            Some(Value::Object(m)) => {
+                // Both forms on one line: a top-level key naming a nested label must agree
+                // with it (which one was meant cannot be told).
+                for (k, flat) in obj.iter() {
+                    if let Some(nested) = m.get(k) {
+                        if label_text(flat) != label_text(nested) {
+                            let item = obj.get("id").map_or("?".to_string(), |v| v.to_string());
+                            return Err(Error::parse(
+                                path,
+                                n,
+                                format!(
+                                    "item {item}: label {k:?} is {flat} at the top level but {nested} under \"labels\"; give it once"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                m.iter().collect()
+            }
             Some(other) => {
                 return Err(Error::parse(
                     path,
@@ -199,6 +278,16 @@ pub fn read_jsonl(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
         });
     }
     build(path, CatalogFormat::Jsonl, rows, attr_order, schema_path)
+}
+
+/// A label's text as the reader takes it (trimmed; null and "" mean unlabelled).
+fn label_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Value::Number(x) => Some(x.to_string()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
 }
 
 fn build(
@@ -248,6 +337,7 @@ fn build(
         if row.id.is_empty() {
             return Err(Error::parse(path, row.line, "empty id"));
         }
+        super::check_id(path, row.line, &row.id)?;
         if row.image.is_empty() {
             return Err(Error::parse(
                 path,

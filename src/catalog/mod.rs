@@ -241,8 +241,27 @@ pub(crate) fn read_lines(path: &Path) -> Result<Vec<String>> {
         let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
         Error::parse(path, line, "not valid UTF-8 text")
     })?;
+    // A UTF-8 byte-order mark (spreadsheet exports write one) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     Ok(text
         .lines()
         .map(|l| l.trim_end_matches('\r').to_string())
         .collect())
+}
+
+/// Refuses an item id holding a control character (a newline, a tab, NUL...): such an id
+/// cannot be written to one line of an id list or typed in a query, so it would only fail
+/// later (`embed` lists ids one per line).
+pub(crate) fn check_id(path: &Path, line: usize, id: &str) -> Result<()> {
+    match id.chars().find(|c| c.is_control()) {
+        Some(c) => Err(Error::parse(
+            path,
+            line,
+            format!(
+                "id {id:?} contains the control character U+{:04X}; ids must be printable text",
+                c as u32
+            ),
+        )),
+        None => Ok(()),
+    }
 }

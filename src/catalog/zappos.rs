@@ -31,6 +31,7 @@ pub fn read(dir: &Path) -> Result<Catalog> {
         if name.is_empty() {
             return Err(Error::parse(&list_path, i + 1, "empty image path"));
         }
+        super::check_id(&list_path, i + 1, name)?;
         if let Some(first) = seen.insert(name.to_string(), i + 1) {
             return Err(Error::parse(
                 &list_path,

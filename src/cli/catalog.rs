@@ -28,10 +28,10 @@ pub enum CatalogCommand {
         #[arg(long)]
         out: PathBuf,
         /// Number of items.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
         items: usize,
         /// Tile size in pixels.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
         tile: u32,
     },
 }
@@ -66,7 +66,7 @@ pub fn run(cmd: CatalogCommand, out: &Output) -> anyhow::Result<ExitCode> {
             Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(super::errors::EXIT_PROBLEMS)
             })
         }
         CatalogCommand::Stats { path } => {
@@ -77,8 +77,10 @@ pub fn run(cmd: CatalogCommand, out: &Output) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{} ({:?}): {} items",
-                stats.source, stats.format, stats.items
+                "{} ({}): {} items",
+                stats.source,
+                serde_json::to_value(stats.format)?.as_str().unwrap_or("?"),
+                stats.items
             );
             println!(
                 "{:<20} {:>7} {:>10}  values",
@@ -122,13 +124,15 @@ pub fn run(cmd: CatalogCommand, out: &Output) -> anyhow::Result<ExitCode> {
             let images = (0..n)
                 .map(|i| {
                     let p = cat.image_path(i);
-                    image::open(&p).map(|img| img.to_rgb8()).with_context(|| {
-                        format!(
-                            "{}: cannot decode image of item {:?}",
-                            p.display(),
-                            cat.items[i].id
-                        )
-                    })
+                    tailor::image_io::decode_rgb(&p)
+                        .map(|img| img.to_rgb8())
+                        .with_context(|| {
+                            format!(
+                                "{}: cannot decode image of item {:?}",
+                                p.display(),
+                                cat.items[i].id
+                            )
+                        })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let sheet = synth::contact_sheet(&images, 8, tile);

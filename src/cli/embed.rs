@@ -23,7 +23,7 @@ pub struct EmbedArgs {
     #[arg(long, value_delimiter = ',')]
     attrs: Option<Vec<String>>,
     /// Images per model batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -37,12 +37,12 @@ pub struct EmbedArgs {
     #[arg(long)]
     wait: bool,
     /// Fail when more than this fraction of the items is rejected (bad images).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = super::args::fraction, allow_negative_numbers = true)]
     max_reject_rate: f64,
     #[command(flatten)]
     graph: GraphArgs,
     /// Seconds between checkpoints (fsync of the staged rows); 0 = after every batch.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = super::args::non_negative_f64, allow_negative_numbers = true)]
     checkpoint_secs: f64,
     /// Staging directory for the resumable job (default: OUT.embed-work beside OUT).
     #[arg(long)]

@@ -58,24 +58,24 @@ pub struct MapArgs {
     #[arg(long = "attribute", value_name = "NAME")]
     pub attributes: Vec<String>,
     /// Cut-offs for precision, recall and nDCG.
-    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50", value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     pub k: Vec<usize>,
     /// Print the per-value breakdown (MAP, top-1 accuracy, confusions) of each attribute.
     #[arg(long)]
     pub values: bool,
     /// Most queries scored per block (memory: threads x block x candidates floats,
     /// capped at 64 MiB per thread).
-    #[arg(long, default_value_t = 192)]
+    #[arg(long, default_value_t = 192, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     pub query_block: usize,
     /// Also compute MAP from the index's HNSW top-k lists (candidates not returned rank
     /// last) and recall@k against exact ranking. Needs --index.
     #[arg(long, requires = "index")]
     pub ann: bool,
     /// Graph search breadth for --ann.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     pub ef: usize,
     /// Neighbours asked for per query with --ann.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     pub ann_k: usize,
 }
 

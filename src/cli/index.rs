@@ -36,17 +36,29 @@ pub enum IndexCommand {
         model: Option<PathBuf>,
     },
     /// Add items to an index (inserted into the existing graphs).
+    #[command(after_help = "\
+The vectors must cover every attribute of the index, one --vectors ATTR=FILE.npy each, \
+with the index's dimensions and one row per id (`tailor index info DIR` lists them).
+
+Example:
+  tailor index add idx/ --vectors colour=new-colour.npy --vectors neckline=new-neckline.npy \\
+      --ids new-ids.txt --catalog shop/manifest.csv")]
     Add {
+        /// Index directory to add to.
         dir: PathBuf,
+        /// ATTR=FILE.npy (float32, shape [new items, dim]); one for every attribute of the index.
         #[arg(long = "vectors", required = true)]
         vectors: Vec<String>,
+        /// One id per line for the new rows, in the rows' order (ids already in the index are refused).
         #[arg(long)]
         ids: PathBuf,
+        /// Catalog whose labels to store for the new items (matched by id), for --where filters.
         #[arg(long)]
         catalog: Option<PathBuf>,
     },
     /// Remove items (tombstones; `compact` reclaims their space).
     Remove {
+        /// Index directory.
         dir: PathBuf,
         /// Item id to remove; repeatable.
         #[arg(long = "id")]
@@ -56,12 +68,21 @@ pub enum IndexCommand {
         ids: Option<PathBuf>,
     },
     /// Rebuild the index without its removed items.
-    Compact { dir: PathBuf },
+    Compact {
+        /// Index directory.
+        dir: PathBuf,
+    },
     /// Describe an index, or a segment set (its present and missing segments).
-    Info { dir: PathBuf },
+    Info {
+        /// Index directory or segment set.
+        dir: PathBuf,
+    },
     /// Check every file against its checksum (exit 1 when any fails); on a segment set,
     /// every segment, and exit 1 when one is missing.
-    Verify { dir: PathBuf },
+    Verify {
+        /// Index directory or segment set.
+        dir: PathBuf,
+    },
     /// Combine index segments or whole segment sets (e.g. from `tailor embed --shard
     /// K/N`) into one index: optional compaction of a set into one segment.
     Merge {
@@ -76,11 +97,15 @@ pub enum IndexCommand {
     },
     /// Write one attribute's vectors and their ids (same row order).
     Export {
+        /// Index directory.
         dir: PathBuf,
+        /// Attribute whose vectors to write.
         #[arg(long)]
         attr: String,
+        /// Output .npy file (float32, [items, dim]).
         #[arg(long)]
         out: PathBuf,
+        /// Output id list (one id per line, the rows' order).
         #[arg(long)]
         ids_out: PathBuf,
         /// Also export removed items.
@@ -94,10 +119,10 @@ pub enum IndexCommand {
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
     /// Graph neighbours per node (level 0 keeps 2*m).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     m: usize,
     /// Candidate list size while inserting.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     ef_construction: usize,
     /// Compact copy for the graph walk: none, f16 or int8.
     #[arg(long, default_value = "int8")]
@@ -236,7 +261,7 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(super::errors::EXIT_PROBLEMS)
             })
         }
         IndexCommand::Export {
@@ -395,8 +420,11 @@ fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
         info.items, info.live, info.removed
     );
     println!(
-        "metric     {} | m {} ef_construction {} | compact {:?}",
-        info.metric, m.params.m, info.ef_construction, info.compact
+        "metric     {} | m {} ef_construction {} | compact {}",
+        info.metric,
+        m.params.m,
+        info.ef_construction,
+        serde_json::to_value(info.compact)?.as_str().unwrap_or("?")
     );
     println!(
         "size       vectors {:.1} MB, compact {:.1} MB, graphs {:.1} MB, other {:.1} MB",

@@ -2,8 +2,10 @@
 //! turn arguments into library calls and format the results (a table for people,
 //! `--json` for programs). The library never prints.
 
+mod args;
 mod catalog;
 mod embed;
+pub mod errors;
 mod eval;
 mod index;
 mod model;
@@ -31,6 +33,12 @@ pub struct Cli {
     /// No progress output.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Largest image file read, in bytes (embed, train, search --image, catalog check);
+    /// a larger file is rejected before it is read.
+    #[arg(long, global = true, value_name = "BYTES",
+          default_value_t = tailor::image_io::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_bytes: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,6 +84,7 @@ impl Output {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    tailor::image_io::set_max_bytes(cli.max_image_bytes);
     let out = Output {
         json: cli.json,
         progress: if cli.quiet {
@@ -93,5 +102,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args, &out),
         Command::Eval(cmd) => eval::run(cmd, &out),
         Command::Train(args) => train::run(*args, &out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "tailor", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:#?}");
     }
 }

@@ -27,15 +27,17 @@ pub enum ModelCommand {
         /// Output model file (.safetensors).
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 0)]
+        /// Random seed of the initial weights: the same seed gives the same model.
+        #[arg(long, default_value_t = 0, value_parser = super::args::seed, allow_negative_numbers = true)]
         seed: u64,
         /// Input side in pixels (default: 224 for resnet50, 64 for tiny).
-        #[arg(long)]
+        #[arg(long, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
         input_size: Option<u32>,
     },
-    /// Wrap an authors' checkpoint (safetensors, or PyTorch zip .pth/.pth.tar) as a tailor
+    /// Wrap an authors' checkpoint (safetensors, or PyTorch .pth/.pth.tar, zip or legacy) as a tailor
     /// model file. Attribute order must be the checkpoint's (the authors' meta.json order).
     Import {
+        /// Architecture of the checkpoint: asen, asen-v2, ag-man, csn, triplet, asen-no-asa, asen-no-aca.
         #[arg(long)]
         arch: Arch,
         /// Checkpoint file.
@@ -58,10 +60,10 @@ pub enum ModelCommand {
         #[arg(long)]
         out: PathBuf,
         /// Input side in pixels (default: 224 for resnet50; Zappos checkpoints used 112).
-        #[arg(long)]
+        #[arg(long, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
         input_size: Option<u32>,
         /// CSN/triplet embedding size (default 1024 for resnet50).
-        #[arg(long)]
+        #[arg(long, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
         embed_dim: Option<usize>,
     },
     /// Architecture, attributes, input size and parameters of a model file.
@@ -137,8 +139,10 @@ fn print_info(i: &Info, out: &Output) -> anyhow::Result<()> {
     writeln!(o, "  backbone      {}", serde_json::to_string(&i.backbone)?)?;
     writeln!(
         o,
-        "  input         {} px, mean {:?}, std {:?}",
-        i.input_size, i.mean, i.std
+        "  input         {} px, mean {}, std {}",
+        i.input_size,
+        triple(&i.mean),
+        triple(&i.std)
     )?;
     writeln!(
         o,
@@ -224,4 +228,9 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Three channel values as `0.485, 0.456, 0.406`.
+fn triple(v: &[f32; 3]) -> String {
+    format!("{}, {}, {}", v[0], v[1], v[2])
 }

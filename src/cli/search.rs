@@ -37,10 +37,10 @@ pub struct SearchArgs {
     #[arg(long, default_value = "cpu", requires = "image")]
     device: String,
     /// Number of results (default 10; with --rerank, all the listed items).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     k: Option<usize>,
     /// Graph search breadth (higher: more exact, slower).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     ef: usize,
     /// Brute force over the mapped vectors instead of the graphs.
     #[arg(long)]
@@ -161,11 +161,9 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
             println!("{:>4}  {:>9.5}  {}", i + 1, h.score, h.id);
         }
     }
-    Ok(if hits.is_empty() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    // An empty result is an answer, not a failure: exit 1 is kept for checks that find
+    // problems (README, exit codes).
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `1, 3, 7`.

@@ -12,13 +12,13 @@ pub struct SynthArgs {
     #[arg(long)]
     out: PathBuf,
     /// Number of items.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     items: usize,
     /// Image side in pixels.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
     size: u32,
     /// Random seed: the same seed gives the same bytes.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::args::seed, allow_negative_numbers = true)]
     seed: u64,
     /// Write JPEG images instead of PNG.
     #[arg(long)]

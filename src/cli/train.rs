@@ -36,30 +36,34 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = BackboneArg::Tiny)]
     backbone: BackboneArg,
     /// Input side in pixels (default 64 for tiny, 224 for resnet50).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
     input_size: Option<u32>,
     /// Width of the attention spaces (default 16 for tiny, 512 for resnet50).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     hidden_dim: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    /// Passes over --triplets-per-epoch fresh triplets.
+    #[arg(long, default_value_t = 10, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     epochs: usize,
     /// Triplets per optimisation step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     batch: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = super::args::positive_f64, allow_negative_numbers = true)]
     lr: f64,
-    #[arg(long, default_value_t = 0.2)]
+    /// Triplet loss margin (distance the negative must lie beyond the positive).
+    #[arg(long, default_value_t = 0.2, value_parser = super::args::positive_f64, allow_negative_numbers = true)]
     margin: f64,
     /// Fresh triplets drawn per epoch.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     triplets_per_epoch: usize,
     /// Multiply the learning rate by --decay every --step-size epochs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     step_size: usize,
-    #[arg(long, default_value_t = 0.985)]
+    /// Learning-rate factor applied every --step-size epochs, in (0, 1].
+    #[arg(long, default_value_t = 0.985, value_parser = super::args::decay, allow_negative_numbers = true)]
     decay: f64,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (initial weights, triplet sampling, flips): the same seed repeats a run.
+    #[arg(long, default_value_t = 0, value_parser = super::args::seed, allow_negative_numbers = true)]
     seed: u64,
     /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]

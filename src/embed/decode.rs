@@ -1,44 +1,17 @@
 //! Image decoding for the batch job: every failure becomes a reason string for the
-//! rejects report, never a panic.
+//! rejects report, never a panic. The loader itself is [`crate::image_io`], shared with
+//! training, `search --image` and `catalog check`.
 
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use image::DynamicImage;
 
-/// Largest image side accepted (guards against decompression bombs).
-pub const MAX_SIDE: u32 = 16_384;
+pub use crate::image_io::MAX_SIDE;
 
-/// Decodes an image file to RGB: EXIF orientation applied; grey, 16-bit, alpha and CMYK
-/// (JPEG) inputs converted to 8-bit RGB (alpha dropped, as PIL's `convert('RGB')` does).
+/// Decodes an image file to RGB through [`crate::image_io::decode_rgb`] (the process's
+/// configured limits); the error is the reason written to the rejects report.
 pub fn decode_rgb(path: &Path) -> Result<DynamicImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.is_empty() {
-        return Err("empty file (0 bytes)".into());
-    }
-    // Judge the content, not the file name.
-    let format = image::guess_format(&bytes)
-        .map_err(|_| "not an image (unrecognised content)".to_string())?;
-    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| format!("cannot decode: {e}"))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(format!("empty image ({w}x{h})"));
-    }
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode: {e}"))?;
-    img.apply_orientation(orientation);
-    Ok(match img {
-        DynamicImage::ImageRgb8(_) => img,
-        other => DynamicImage::ImageRgb8(other.to_rgb8()),
-    })
+    crate::image_io::decode_rgb(path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -113,6 +86,6 @@ mod tests {
             "{}",
             reason("truncated.png")
         );
-        assert!(reason("no-such-file.png").contains("cannot read"));
+        assert!(reason("no-such-file.png").contains("file not found"));
     }
 }

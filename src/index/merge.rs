@@ -108,10 +108,10 @@ fn merge_locked(
             return Err(Error::invalid(
                 path,
                 format!(
-                    "segment was embedded by model {:?}, {} by {:?}",
-                    identity(ix),
+                    "segment was embedded by model {}, {} by {}",
+                    model_name(identity(ix).as_ref()),
                     segments[0].display(),
-                    identity(first)
+                    model_name(identity(first).as_ref())
                 ),
             ));
         }
@@ -205,4 +205,13 @@ fn merge_locked(
     drop(input);
     drop(maps);
     summary
+}
+
+/// A recorded model identity in words (not Rust's `Some(String(..))`).
+fn model_name(identity: Option<&serde_json::Value>) -> String {
+    match identity {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "(none recorded: built from vectors)".to_string(),
+    }
 }

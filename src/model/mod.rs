@@ -10,6 +10,7 @@ pub mod backbone;
 pub mod config;
 mod fast;
 pub mod heads;
+pub mod legacy_pth;
 pub mod preprocess;
 pub mod weights;
 

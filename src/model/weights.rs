@@ -228,20 +228,19 @@ pub(crate) struct WeightFile {
     pub config: Option<ModelConfig>,
 }
 
-/// Reads safetensors (with optional tailor metadata) or a PyTorch zip checkpoint
-/// (`.pth`, `.pth.tar`, `.pt`; the `state_dict` entry when there is one).
+/// Reads safetensors (with optional tailor metadata), a PyTorch zip checkpoint or a
+/// legacy (pre-zip) one (`.pth`, `.pth.tar`, `.pt`; the `state_dict` entry when there is one).
 pub(crate) fn read_weights(path: &Path, device: &Device) -> Result<WeightFile> {
     let bytes = std::fs::read(path).at(path)?;
     if bytes.starts_with(b"PK\x03\x04") {
         return read_pth(path, device);
     }
-    if bytes.first() == Some(&0x80) {
-        return Err(Error::invalid(
-            path,
-            "this is a legacy (pre-zip, PyTorch < 1.6) checkpoint, which Candle cannot read; \
-             convert it once with `python tools/convert_checkpoint.py IN OUT.safetensors` \
-             (needs torch)",
-        ));
+    if super::legacy_pth::is_legacy(&bytes) {
+        let tensors = super::legacy_pth::read(path, &bytes, device)?;
+        return Ok(WeightFile {
+            tensors: normalise_names(tensors),
+            config: None,
+        });
     }
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
         Error::invalid(

@@ -33,6 +33,12 @@ impl Weighted {
         if attr.is_empty() {
             return Err(Error::Usage(format!("{s:?}: no attribute name")));
         }
+        if weight.is_infinite() && weight > 0.0 {
+            return Err(Error::Usage(format!(
+                "{s:?}: the weight is too large (at most {:e}, the largest 32-bit float)",
+                f32::MAX
+            )));
+        }
         if !(weight.is_finite() && weight > 0.0) {
             return Err(Error::Usage(format!(
                 "{s:?}: the weight must be a positive number"
@@ -284,5 +290,12 @@ mod tests {
         assert!(Weighted::parse("a=x").is_err());
         assert!(Weighted::parse("a=-1").is_err());
         assert!(Weighted::parse("=1").is_err());
+        let big = Weighted::parse("a=1e39").unwrap_err().to_string();
+        assert!(
+            big.contains("too large") && big.contains("3.4028235e38"),
+            "{big}"
+        );
+        let neg = Weighted::parse("a=-1").unwrap_err().to_string();
+        assert!(neg.contains("must be a positive number"), "{neg}");
     }
 }

@@ -38,7 +38,8 @@ impl ImageStore {
             .par_iter()
             .map(|&item| {
                 let path = catalog.image_path(item);
-                let img = image::open(&path).map_err(|e| Error::Image {
+                // The same loader as embedding: a photo is trained as it will be indexed.
+                let img = crate::image_io::decode_rgb(&path).map_err(|e| Error::Image {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
