@@ -365,7 +365,14 @@ fn gather(
 
 fn unpickle(rest: &mut &[u8]) -> std::result::Result<Object, String> {
     let mut stack = Stack::empty();
-    stack.read_loop(rest).map_err(|e| e.to_string())?;
+    stack.read_loop(rest).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("fill whole buffer") {
+            "the file ends early".to_string()
+        } else {
+            msg
+        }
+    })?;
     stack.finalize().map_err(|e| e.to_string())
 }
 
