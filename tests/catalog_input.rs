@@ -164,3 +164,40 @@ fn catalog_check_reports_images_as_embed_will_treat_them() {
     assert_eq!(report.missing_images.len(), 1);
     assert_eq!(report.missing_images[0].reason, "file not found");
 }
+
+/// Training decodes with the same loader as embedding: a truncated JPEG is refused with
+/// the loader's reason (it was grey-filled and trained on), and a WebP trains.
+#[test]
+fn training_uses_the_shared_loader() {
+    use tailor::model::{Arch, BackboneConfig, ModelConfig};
+    use tailor::train::data::ImageStore;
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images");
+    let m = write(
+        dir.path(),
+        "m.csv",
+        &format!(
+            "id,image,colour\nwebp,{},red\ncut,{},blue\n",
+            fixtures.join("webp-lossy.webp").display(),
+            fixtures.join("truncated.jpg").display()
+        ),
+    );
+    let cat = catalog::open(&m).unwrap();
+    let cfg = ModelConfig::new(
+        Arch::Asen,
+        BackboneConfig::tiny(),
+        vec!["colour".into()],
+        vec![vec!["blue".into(), "red".into()]],
+    );
+    let quiet = tailor::progress::ProgressMode::Quiet;
+    let store = ImageStore::load(&cat, &[0], &cfg, quiet).unwrap();
+    assert!(store.contains(0));
+    let err = ImageStore::load(&cat, &[0, 1], &cfg, quiet)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("truncated.jpg") && err.contains("truncated JPEG file"),
+        "{err}"
+    );
+}

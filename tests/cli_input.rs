@@ -251,3 +251,162 @@ fn search_image_refuses_a_fifo_without_hanging() {
         "{v}"
     );
 }
+
+/// `embed` over a catalog holding a FIFO, `/dev/zero`, a 3 GB (sparse) file with a PNG
+/// header and a truncated JPEG: each is rejected with its reason, nothing hangs, and the
+/// WebP/GIF/TIFF images are embedded.
+#[cfg(unix)]
+#[test]
+fn embed_rejects_unusable_files_without_hanging_or_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    let opts = tailor::catalog::synth::SynthOptions {
+        items: 10,
+        size: 32,
+        seed: 3,
+        jpeg: false,
+    };
+    tailor::catalog::synth::generate(&catalog, &opts, tailor::progress::ProgressMode::Quiet)
+        .unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images");
+    let fifo = dir.path().join("fifo.jpg");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let huge = dir.path().join("huge.png");
+    std::fs::write(&huge, std::fs::read(fixtures.join("grey.png")).unwrap()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let mut csv = String::from("id,image,colour\n");
+    for i in 0..10 {
+        csv += &format!(
+            "good-{i},{}/SynthFashion/images/{i:06}.png,red\n",
+            s(&catalog)
+        );
+    }
+    for (id, p) in [
+        ("webp", fixtures.join("webp-alpha.webp")),
+        ("gif", fixtures.join("gif-animated.gif")),
+        ("tiff", fixtures.join("tiff-cmyk.tif")),
+        ("fifo", fifo.clone()),
+        ("zero", "/dev/zero".into()),
+        ("huge", huge.clone()),
+        ("cut", fixtures.join("truncated.jpg")),
+    ] {
+        csv += &format!("{id},{},blue\n", s(&p));
+    }
+    let manifest = dir.path().join("m.csv");
+    std::fs::write(&manifest, csv).unwrap();
+    let model = dir.path().join("model.safetensors");
+    let idx = dir.path().join("idx");
+    let init = tailor(&[
+        "model",
+        "init",
+        "--arch",
+        "asen",
+        "--backbone",
+        "tiny",
+        "--input-size",
+        "32",
+        "--catalog",
+        &s(&manifest),
+        "--out",
+        &s(&model),
+    ]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let o = tailor(&[
+        "embed",
+        "-q",
+        "--json",
+        "--model",
+        &s(&model),
+        "--catalog",
+        &s(&manifest),
+        "--out",
+        &s(&idx),
+        "--max-reject-rate",
+        "0.3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["embedded"], 13, "{summary}");
+    let report = std::fs::read_to_string(summary["rejects_report"].as_str().unwrap()).unwrap();
+    let reasons: std::collections::BTreeMap<String, String> = report
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["item"].as_str().unwrap().to_string(),
+                v["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(
+        reasons["fifo"],
+        "not a regular file (a FIFO); images must be plain files"
+    );
+    assert_eq!(
+        reasons["zero"],
+        "not a regular file (a character device); images must be plain files"
+    );
+    assert_eq!(
+        reasons["huge"],
+        "file is 3221225472 bytes, over the limit of 67108864 bytes per image (--max-image-bytes)"
+    );
+    assert!(
+        reasons["cut"].starts_with("truncated JPEG file"),
+        "{reasons:?}"
+    );
+}
+
+/// `--max-image-bytes` sets the cap for every loader; `catalog check` reports a file over
+/// it as `embed` would, and exits 1 (a check that found problems).
+#[test]
+fn max_image_bytes_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images");
+    let m = dir.path().join("m.csv");
+    std::fs::write(
+        &m,
+        format!(
+            "id,image\nsmall,{}\nbig,{}\n",
+            fixtures.join("grey.png").display(),
+            fixtures.join("palette.png").display()
+        ),
+    )
+    .unwrap();
+    let o = tailor(&[
+        "catalog",
+        "check",
+        m.to_str().unwrap(),
+        "--json",
+        "--max-image-bytes",
+        "200",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bad = v["unreadable_images"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{v}");
+    assert_eq!(bad[0]["item"], "big");
+    assert!(
+        bad[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 200 bytes per image"),
+        "{v}"
+    );
+    let o = tailor(&[
+        "catalog",
+        "check",
+        m.to_str().unwrap(),
+        "--max-image-bytes",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -147,7 +147,10 @@ pub fn read_csv(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
             return Err(Error::parse(
                 path,
                 1,
-                format!("header must name `id` and `image` columns, found {headers:?}"),
+                format!(
+                    "header must name `id` and `image` columns, found: {}",
+                    headers.join(", ")
+                ),
             ))
         }
     };

@@ -82,7 +82,7 @@ mod tests {
             reason("not-an-image.png")
         );
         assert!(
-            reason("truncated.png").contains("cannot decode"),
+            reason("truncated.png").contains("truncated PNG file"),
             "{}",
             reason("truncated.png")
         );

@@ -323,17 +323,30 @@ fn gather(
 ) -> std::result::Result<Tensor, String> {
     let el = spec.dtype.size_in_bytes();
     let numel_storage = storage.bytes.len() / el;
-    let count: usize = spec.size.iter().product();
+    let count = spec
+        .size
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(|| format!("sizes {:?} overflow", spec.size))?;
+    // Zero strides (an expanded tensor) may repeat elements, but not without bound: the
+    // output is allocated before it is filled.
+    if count > numel_storage.saturating_mul(64).max(1024) {
+        return Err(format!(
+            "sizes {:?} ask for {count} elements from a storage of {numel_storage}",
+            spec.size
+        ));
+    }
     let mut out = Vec::with_capacity(count * el);
     if count > 0 {
         // The largest index reached must lie inside the storage.
-        let last = spec.offset
-            + spec
-                .size
-                .iter()
-                .zip(&spec.stride)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<usize>();
+        let last = spec
+            .size
+            .iter()
+            .zip(&spec.stride)
+            .try_fold(spec.offset, |acc, (&n, &st)| {
+                (n - 1).checked_mul(st).and_then(|x| acc.checked_add(x))
+            })
+            .ok_or_else(|| format!("strides {:?} overflow", spec.stride))?;
         if last >= numel_storage {
             return Err(format!(
                 "offset {} with sizes {:?} and strides {:?} reaches element {last} of a storage of {numel_storage}",
@@ -364,9 +377,27 @@ fn gather(
 }
 
 fn unpickle(rest: &mut &[u8]) -> std::result::Result<Object, String> {
-    let mut stack = Stack::empty();
-    stack.read_loop(rest).map_err(|e| e.to_string())?;
-    stack.finalize().map_err(|e| e.to_string())
+    // candle's pickle machine is written for well-formed files; a hostile one must give an
+    // error, not abort the process (its arithmetic can overflow on absurd opcodes).
+    let mut cursor = *rest;
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut stack = Stack::empty();
+        stack.read_loop(&mut cursor)?;
+        stack.finalize()
+    }));
+    *rest = cursor;
+    match parsed {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            Err(if msg.contains("fill whole buffer") {
+                "the file ends early".to_string()
+            } else {
+                format!("malformed pickle: {msg}")
+            })
+        }
+        Err(_) => Err("malformed pickle".to_string()),
+    }
 }
 
 fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -529,6 +560,23 @@ mod tests {
             assert_eq!(t["t"].dims(), [3, 2]);
             assert_eq!(values(&t, "t"), [0., 3., 1., 4., 2., 5.], "le={le}");
             assert_eq!(values(&t, "b"), [4., 5.], "le={le}");
+        }
+    }
+
+    /// Every prefix and every single-byte change of a valid file gives a tensor map or an
+    /// error, never a panic or a read out of bounds.
+    #[test]
+    fn damaged_files_never_panic() {
+        let good = file(true);
+        for cut in 0..good.len() {
+            assert!(read(Path::new("x.pth"), &good[..cut], &Device::Cpu).is_err());
+        }
+        for i in MAGIC.len()..good.len() {
+            for x in [0x00, 0x7f, 0xff] {
+                let mut f = good.clone();
+                f[i] = x;
+                let _ = read(Path::new("x.pth"), &f, &Device::Cpu);
+            }
         }
     }
 

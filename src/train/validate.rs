@@ -169,9 +169,10 @@ impl ValidSet {
                 }
                 let ranks =
                     relevant_ranks(&scores, &labels, query.value, &mut scratch).map_err(|e| {
+                        let crate::eval::ap::RankError::NanScore(pos) = e;
                         Error::Usage(format!(
                             "{} split, attribute {attribute}: the model produced a NaN \
-                             embedding ({e:?})",
+                             embedding (score of candidate {pos})",
                             self.split
                         ))
                     })?;
