@@ -51,7 +51,6 @@ struct Layout {
     cell_w: u32,
     cell_h: u32,
     lead_w: u32,
-    footer: u32,
     cols: u32,
     rows: u32,
     width: u32,
@@ -107,7 +106,6 @@ impl Grid {
             cell_w,
             cell_h,
             lead_w,
-            footer,
             cols,
             rows,
             width,
@@ -118,6 +116,16 @@ impl Grid {
     /// Draws the grid with `tile`-px tiles, or, when `size` is given, with the largest
     /// tile that fits and exactly that many pixels.
     pub fn render(&self, tile: u32, size: Option<(u32, u32)>) -> Result<RgbImage> {
+        Ok(self.render_with_boxes(tile, size)?.0)
+    }
+
+    /// As [`Grid::render`], also giving where each picture went (lead first, then the
+    /// cells): its box `[x, y, width, height]` inside the frame, and the frame's width.
+    pub fn render_with_boxes(
+        &self,
+        tile: u32,
+        size: Option<(u32, u32)>,
+    ) -> Result<(RgbImage, Vec<[u32; 4]>, u32)> {
         let layout = match size {
             None => self.layout(tile.max(MIN_TILE)),
             Some((w, h)) => {
@@ -148,10 +156,12 @@ impl Grid {
                 l
             }
         };
-        self.draw(&layout)
+        let mut boxes = Vec::new();
+        let img = self.draw(&layout, &mut boxes)?;
+        Ok((img, boxes, layout.border))
     }
 
-    fn draw(&self, l: &Layout) -> Result<RgbImage> {
+    fn draw(&self, l: &Layout, boxes: &mut Vec<[u32; 4]>) -> Result<RgbImage> {
         let mut c = Canvas::new(l.width, l.height);
         let text_w = l.width.saturating_sub(2 * l.margin);
         let x0 = l.margin as i32;
@@ -171,7 +181,7 @@ impl Grid {
         }
         let top = (l.margin + l.header) as i64;
         if let Some(lead) = &self.lead {
-            self.draw_cell(&mut c, l, lead, l.margin as i64, top)?;
+            boxes.push(self.draw_cell(&mut c, l, lead, l.margin as i64, top)?);
             // A rule between the query and its results.
             let rx = (l.margin + l.lead_w) as i64 - (l.gap as i64 + l.gap as i64 / 2);
             c.fill(rx, top, 2, l.rows * l.cell_h - l.gap, LIGHT);
@@ -180,7 +190,7 @@ impl Grid {
             let (r, col) = (i as u32 / l.cols, i as u32 % l.cols);
             let x = (l.margin + l.lead_w + col * l.cell_w) as i64;
             let y = top + (r * l.cell_h) as i64;
-            self.draw_cell(&mut c, l, cell, x, y)?;
+            boxes.push(self.draw_cell(&mut c, l, cell, x, y)?);
         }
         if !self.legend.is_empty() {
             let y = top + (l.rows * l.cell_h) as i64;
@@ -189,7 +199,14 @@ impl Grid {
         Ok(c.img)
     }
 
-    fn draw_cell(&self, c: &mut Canvas, l: &Layout, cell: &Cell, x: i64, y: i64) -> Result<()> {
+    fn draw_cell(
+        &self,
+        c: &mut Canvas,
+        l: &Layout,
+        cell: &Cell,
+        x: i64,
+        y: i64,
+    ) -> Result<[u32; 4]> {
         let b = l.border as i64;
         let mut img = if cell.image.dimensions() == (l.tile, l.tile) {
             cell.image.clone()
@@ -215,7 +232,7 @@ impl Grid {
             )?;
             ty += l.caption_line as i32;
         }
-        Ok(())
+        Ok([(x + b) as u32, (y + b) as u32, l.tile, l.tile])
     }
 
     fn draw_legend(&self, c: &mut Canvas, l: &Layout, y: i64) -> Result<()> {
@@ -249,7 +266,6 @@ impl Grid {
                 }
             }
         }
-        let _ = l.footer;
         Ok(())
     }
 }

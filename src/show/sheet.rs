@@ -60,6 +60,9 @@ pub struct SheetResult {
     /// Why its picture is missing, if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_problem: Option<String>,
+    /// Where its picture is on the sheet: `[x, y, width, height]` in pixels; the frame
+    /// (when drawn) is `frame_px` wide around it.
+    pub tile: [u32; 4],
 }
 
 /// A drawn sheet and what is on it.
@@ -74,6 +77,10 @@ pub struct SheetSummary {
     pub results: Vec<SheetResult>,
     /// Degradations, as printed on the sheet.
     pub notes: Vec<String>,
+    /// The query's picture box `[x, y, width, height]`.
+    pub query_tile: [u32; 4],
+    /// Width of the frames in pixels.
+    pub frame_px: u32,
 }
 
 /// Item id -> catalog position.
@@ -287,6 +294,7 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
             value: value.map(|(_, n)| n),
             same_value: same,
             image_problem: pic.as_ref().err().cloned(),
+            tile: [0; 4],
         });
         pics.push(pic);
     }
@@ -390,7 +398,10 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
         columns: 5,
         legend,
     };
-    let img = grid.render(req.tile, req.size)?;
+    let (img, boxes, frame_px) = grid.render_with_boxes(req.tile, req.size)?;
+    for (r, b) in results.iter_mut().zip(&boxes[1..]) {
+        r.tile = *b;
+    }
     Ok((
         img,
         SheetSummary {
@@ -401,6 +412,8 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
             explained: req.explain && !uniform,
             results,
             notes,
+            query_tile: boxes[0],
+            frame_px,
         },
     ))
 }
