@@ -240,7 +240,8 @@ fn search(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
 fn show_attention(args: AttentionArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let device = model::device(&args.device)?;
     let m = Model::load(&args.model, &device)?;
-    let (img, panels) = attention::attention_sheet(&m, &args.image, &args.attrs, args.tile, args.size)?;
+    let (img, panels) =
+        attention::attention_sheet(&m, &args.image, &args.attrs, args.tile, args.size)?;
     draw::save_png(&img, &args.out)?;
     if out.json {
         #[derive(Serialize)]
@@ -313,7 +314,11 @@ fn show_space(args: SpaceArgs, out: &Output) -> anyhow::Result<ExitCode> {
             summary.items,
             100.0 * summary.explained_variance[0],
             100.0 * summary.explained_variance[1],
-            if summary.labelled { "" } else { " (no labels: one colour)" }
+            if summary.labelled {
+                ""
+            } else {
+                " (no labels: one colour)"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -109,13 +109,20 @@ pub fn panels(
     let mut summary = Vec::new();
     for (&a, levels) in ids.iter().zip(&maps) {
         for (li, m) in levels.iter().enumerate() {
-            let (peak_i, peak) = m
-                .values
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            let (peak_i, peak) =
+                m.values
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                    );
             let uniform = m.is_uniform();
-            let level = level_names.get(li).copied().unwrap_or("attention").to_string();
+            let level = level_names
+                .get(li)
+                .copied()
+                .unwrap_or("attention")
+                .to_string();
             let mut lines = vec![(cfg.attributes[a].clone(), INK)];
             if levels.len() > 1 || uniform {
                 lines.push((level.clone(), if uniform { MISMATCH } else { GREY }));

@@ -46,7 +46,11 @@ pub(crate) fn draw_error(what: &str, e: impl std::fmt::Display) -> Error {
 
 fn font(size: u32) -> FontDesc<'static> {
     ensure_font();
-    FontDesc::new(FontFamily::Name(FONT_FAMILY), size as f64, FontStyle::Normal)
+    FontDesc::new(
+        FontFamily::Name(FONT_FAMILY),
+        size as f64,
+        FontStyle::Normal,
+    )
 }
 
 /// Width and height in pixels of `text` at `size` px.
@@ -264,7 +268,11 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
 
 /// Parses a picture size `WxH` (each 64..=8192 px).
 pub fn parse_size(text: &str) -> Result<(u32, u32)> {
-    let bad = || Error::Usage(format!("size {text:?}: expected WIDTHxHEIGHT in pixels, e.g. 1200x800, each 64..8192"));
+    let bad = || {
+        Error::Usage(format!(
+            "size {text:?}: expected WIDTHxHEIGHT in pixels, e.g. 1200x800, each 64..8192"
+        ))
+    };
     let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
     let w: u32 = w.trim().parse().map_err(|_| bad())?;
     let h: u32 = h.trim().parse().map_err(|_| bad())?;
@@ -323,7 +331,11 @@ mod tests {
             let a = 0.75;
             Rgb([0, 1, 2].map(|k| (128.0 * (1.0 - a) + c[k] as f32 * a).round() as u8))
         });
-        let flat = AttentionMap { h: 2, w: 2, values: vec![0.25; 4] };
+        let flat = AttentionMap {
+            h: 2,
+            w: 2,
+            values: vec![0.25; 4],
+        };
         assert_eq!(overlay(&img, &flat), img);
     }
 

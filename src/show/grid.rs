@@ -78,9 +78,8 @@ impl Grid {
         let caption_line = (caption_font as f32 * 1.3).ceil() as u32;
         let title_font = (tile / 7).clamp(14, 22);
         let note_line = ((caption_font + 1) as f32 * 1.35).ceil() as u32;
-        let header = (title_font as f32 * 1.5).ceil() as u32
-            + self.notes.len() as u32 * note_line
-            + gap;
+        let header =
+            (title_font as f32 * 1.5).ceil() as u32 + self.notes.len() as u32 * note_line + gap;
         let cell_w = tile + 2 * border + gap;
         let cell_h = tile + 2 * border + 4 + self.caption_lines() * caption_line + gap;
         let lead_w = if self.lead.is_some() { cell_w + gap } else { 0 };

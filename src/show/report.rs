@@ -101,7 +101,13 @@ pub fn esc(s: &str) -> String {
 /// A file-name-safe form of an attribute name.
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -113,7 +119,10 @@ fn pct(x: f64) -> String {
 pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
     let ix = req.index;
     if ix.live_len() == 0 {
-        return Err(Error::invalid(ix.dir(), "the index is empty: nothing to report"));
+        return Err(Error::invalid(
+            ix.dir(),
+            "the index is empty: nothing to report",
+        ));
     }
     std::fs::create_dir_all(req.out).at(req.out)?;
     let attrs: Vec<String> = ix.attributes().to_vec();
@@ -148,7 +157,10 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
             progress: ProgressMode::Quiet,
             ..MapOptions::default()
         };
-        let searcher = GraphSearch { index: ix, ef: req.ef };
+        let searcher = GraphSearch {
+            index: ix,
+            ef: req.ef,
+        };
         Some(eval::evaluate_map(
             ix,
             &sets,
@@ -167,12 +179,13 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
         None => None,
     };
     progress.inc(1);
-    let triplets: Option<TripletReport> = if req.catalog.triplets.iter().any(|t| t.split == req.split) {
-        let conds = source::triplets_from_catalog(req.catalog, &req.split, ix)?;
-        Some(eval::evaluate_triplets(ix, &conds)?)
-    } else {
-        None
-    };
+    let triplets: Option<TripletReport> =
+        if req.catalog.triplets.iter().any(|t| t.split == req.split) {
+            let conds = source::triplets_from_catalog(req.catalog, &req.split, ix)?;
+            Some(eval::evaluate_triplets(ix, &conds)?)
+        } else {
+            None
+        };
     progress.inc(1);
 
     // Retrieval sheets: per attribute, a query drawn (seeded) from its query list.
@@ -193,7 +206,11 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
                 let pick = (req.seed as usize).wrapping_add(i * 7919) % s.queries.len();
                 ix.id(s.queries[pick].0).to_string()
             })
-            .or_else(|| (0..ix.len()).find(|&r| !ix.is_removed(r)).map(|r| ix.id(r).to_string()));
+            .or_else(|| {
+                (0..ix.len())
+                    .find(|&r| !ix.is_removed(r))
+                    .map(|r| ix.id(r).to_string())
+            });
         let Some(id) = query else { continue };
         let sreq = SheetRequest {
             index: ix,
@@ -223,7 +240,9 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
         let lookup = sheet::CatalogLookup::new(req.catalog);
         let all: Vec<usize> = (0..model.config().num_attributes()).collect();
         for (n, (_, _, s)) in sheets.iter().take(req.attention_images).enumerate() {
-            let Some(path) = lookup.image_path(&s.query) else { continue };
+            let Some(path) = lookup.image_path(&s.query) else {
+                continue;
+            };
             let Ok(img) = crate::embed::decode::decode_rgb(&path) else {
                 notes.push(format!("attention: cannot decode {}", path.display()));
                 continue;
@@ -259,7 +278,10 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
         progress.inc(1);
     }
     if !sheets.iter().any(|(_, _, s)| s.judged) {
-        notes.push("the index and catalog carry no labels for the sheets' queries: results are not framed".into());
+        notes.push(
+            "the index and catalog carry no labels for the sheets' queries: results are not framed"
+                .into(),
+        );
     }
 
     let html = page(&Page {
@@ -320,14 +342,22 @@ fn map_chart(r: &MapReport, path: &Path) -> Result<()> {
             .axis_desc_style((FONT_FAMILY, 13))
             .draw()
             .map_err(err)?;
-        let series: [(&str, RGBColor, Box<dyn Fn(&eval::AttributeMap) -> Option<f64>>); 3] = [
+        let series: [(
+            &str,
+            RGBColor,
+            Box<dyn Fn(&eval::AttributeMap) -> Option<f64>>,
+        ); 3] = [
             ("exact", RGBColor(31, 119, 180), Box::new(|a| Some(a.map))),
             (
                 "HNSW",
                 RGBColor(255, 127, 14),
                 Box::new(|a| a.ann.as_ref().map(|x| x.map)),
             ),
-            ("random", RGBColor(150, 150, 150), Box::new(|a| Some(a.random_map))),
+            (
+                "random",
+                RGBColor(150, 150, 150),
+                Box::new(|a| Some(a.random_map)),
+            ),
         ];
         for (s, (label, colour, value)) in series.iter().enumerate() {
             let colour = *colour;
@@ -348,7 +378,9 @@ fn map_chart(r: &MapReport, path: &Path) -> Result<()> {
                 .draw_series(bars)
                 .map_err(err)?
                 .label(*label)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+                });
         }
         chart
             .configure_series_labels()
@@ -418,9 +450,11 @@ fn page(p: &Page) -> String {
     // Identity.
     let model = ix.model();
     let get = |k: &str| {
-        model
-            .and_then(|m| m.get(k))
-            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        model.and_then(|m| m.get(k)).map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        })
     };
     let arch = model
         .and_then(|m| m.pointer("/config/arch"))
@@ -433,9 +467,18 @@ fn page(p: &Page) -> String {
             format!("{} ({} removed)", ix.len(), ix.len() - ix.live_len()),
         ),
         ("attributes", ix.attributes().join(", ")),
-        ("model identity", get("identity").unwrap_or_else(|| "not recorded".into())),
-        ("model architecture", arch.unwrap_or_else(|| "not recorded".into())),
-        ("model file", get("path").unwrap_or_else(|| "not recorded".into())),
+        (
+            "model identity",
+            get("identity").unwrap_or_else(|| "not recorded".into()),
+        ),
+        (
+            "model architecture",
+            arch.unwrap_or_else(|| "not recorded".into()),
+        ),
+        (
+            "model file",
+            get("path").unwrap_or_else(|| "not recorded".into()),
+        ),
         (
             "model for attention",
             match req.model {
@@ -574,7 +617,11 @@ fn page(p: &Page) -> String {
     if !p.sheets.is_empty() {
         h.push_str("<h2>Retrieval sheets</h2><p class=\"muted\">A query per attribute (blue frame) and its nearest items in that attribute's space; green: same value as the query, red: another value. With a model, each picture carries the attribute's spatial attention.</p>\n");
         for (attr, file, s) in p.sheets {
-            let right = s.results.iter().filter(|r| r.same_value == Some(true)).count();
+            let right = s
+                .results
+                .iter()
+                .filter(|r| r.same_value == Some(true))
+                .count();
             let cap = if s.judged {
                 format!(
                     "{attr}: query {} ({}), {right} of {} results share its value",
@@ -656,7 +703,10 @@ mod tests {
 
     #[test]
     fn html_is_escaped_and_sources_found() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let srcs = image_sources("<img src=\"a.png\"><p>x</p><img alt=\"y\" src=\"b c.png\">");
         assert_eq!(srcs, ["a.png", "b c.png"]);
         assert_eq!(slug("sleeve length/x"), "sleeve_length_x");

@@ -202,7 +202,10 @@ pub fn attention_of(
 pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
     let ix = req.index;
     if ix.live_len() == 0 {
-        return Err(Error::invalid(ix.dir(), "the index is empty: nothing to show"));
+        return Err(Error::invalid(
+            ix.dir(),
+            "the index is empty: nothing to show",
+        ));
     }
     ix.dim(&req.attr)?; // unknown attribute: the index's error names the known ones
     if req.k == 0 {
@@ -226,7 +229,10 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
                 .ok_or_else(|| Error::UnknownItem { id: id.clone() })?;
             let pic = match lookup.image_path(id) {
                 Some(p) => load_picture(&p).map_err(|reason| format!("{}: {reason}", p.display())),
-                None => Err(format!("{id} is not in catalog {}", req.catalog.source.display())),
+                None => Err(format!(
+                    "{id} is not in catalog {}",
+                    req.catalog.source.display()
+                )),
             };
             (Target::Item(id.clone()), id.clone(), pic, values.value(row))
         }
@@ -239,7 +245,9 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
                 reason,
             })?;
             let v = embed::embed_image(model, path, std::slice::from_ref(&req.attr))?;
-            notes.push("query is an image file: its value is unknown, results are not framed".into());
+            notes.push(
+                "query is an image file: its value is unknown, results are not framed".into(),
+            );
             (
                 Target::Vectors(v),
                 path.display().to_string(),
@@ -300,7 +308,9 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
     }
     let missing = results.iter().filter(|r| r.image_problem.is_some()).count();
     if missing > 0 {
-        notes.push(format!("{missing} result image(s) could not be shown (grey tiles)"));
+        notes.push(format!(
+            "{missing} result image(s) could not be shown (grey tiles)"
+        ));
     }
     if let Err(problem) = &query_pic {
         notes.push(format!("query image could not be shown: {problem}"));
@@ -356,7 +366,10 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
             overlay: attention.get(i + 1).cloned().flatten(),
             frame,
             lines: vec![
-                (format!("#{} {:.4}{mark}", r.rank, r.score), frame.unwrap_or(INK)),
+                (
+                    format!("#{} {:.4}{mark}", r.rank, r.score),
+                    frame.unwrap_or(INK),
+                ),
                 (r.id.clone(), INK),
                 (r.value.clone().unwrap_or_else(|| "unlabelled".into()), GREY),
             ],
@@ -365,7 +378,10 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
     let mut legend = Vec::new();
     if judged {
         legend.push(LegendItem::Swatch(MATCH, format!("same {}", req.attr)));
-        legend.push(LegendItem::Swatch(MISMATCH, format!("different {}", req.attr)));
+        legend.push(LegendItem::Swatch(
+            MISMATCH,
+            format!("different {}", req.attr),
+        ));
     } else {
         legend.push(LegendItem::Text("not framed: no ground truth".into()));
     }
@@ -377,7 +393,10 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
     } else {
         format!("HNSW, ef {}", req.ef)
     }));
-    let correct = results.iter().filter(|r| r.same_value == Some(true)).count();
+    let correct = results
+        .iter()
+        .filter(|r| r.same_value == Some(true))
+        .count();
     let title = if judged {
         format!(
             "{} — top {} for {} ({} of {} share its value)",

@@ -74,12 +74,15 @@ pub struct SpaceSummary {
 pub fn pca2(x: &[f32], n: usize, d: usize, seed: u64) -> (Vec<[f32; 2]>, [f64; 2]) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut basis: Vec<Vec<f64>> = (0..2)
-        .map(|_| (0..d).map(|_| rand::Rng::gen_range(&mut rng, -1.0..1.0)).collect())
+        .map(|_| {
+            (0..d)
+                .map(|_| rand::Rng::gen_range(&mut rng, -1.0..1.0))
+                .collect()
+        })
         .collect();
     let total: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
-    let project = |v: &[f64], row: &[f32]| -> f64 {
-        row.iter().zip(v).map(|(&a, &b)| a as f64 * b).sum()
-    };
+    let project =
+        |v: &[f64], row: &[f32]| -> f64 { row.iter().zip(v).map(|(&a, &b)| a as f64 * b).sum() };
     let orthonormalise = |b: &mut Vec<Vec<f64>>| {
         for i in 0..b.len() {
             for j in 0..i {
@@ -117,7 +120,10 @@ pub fn pca2(x: &[f32], n: usize, d: usize, seed: u64) -> (Vec<[f32; 2]>, [f64; 2
     }
     // A fixed sign per component: its largest coordinate positive.
     for v in basis.iter_mut() {
-        let big = v.iter().cloned().fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
+        let big = v
+            .iter()
+            .cloned()
+            .fold(0f64, |m, a| if a.abs() > m.abs() { a } else { m });
         if big < 0.0 {
             v.iter_mut().for_each(|a| *a = -*a);
         }
@@ -143,7 +149,10 @@ pub fn space_map(req: &SpaceRequest, out: &Path) -> Result<SpaceSummary> {
     let dim = ix.dim(&req.attr)?;
     let live: Vec<usize> = (0..ix.len()).filter(|&r| !ix.is_removed(r)).collect();
     if live.is_empty() {
-        return Err(Error::invalid(ix.dir(), "the index is empty: nothing to map"));
+        return Err(Error::invalid(
+            ix.dir(),
+            "the index is empty: nothing to map",
+        ));
     }
     if req.max_points < 2 {
         return Err(Error::Usage("--max-points must be at least 2".into()));
@@ -197,7 +206,11 @@ pub fn space_map(req: &SpaceRequest, out: &Path) -> Result<SpaceSummary> {
     let source = ValueSource::new(ix, &lookup, &req.attr);
     let names: Vec<String> = ix
         .schema()
-        .and_then(|s| s.attribute_index(&req.attr).ok().map(|a| s.attributes[a].values.clone()))
+        .and_then(|s| {
+            s.attribute_index(&req.attr)
+                .ok()
+                .map(|a| s.attributes[a].values.clone())
+        })
         .or_else(|| {
             catalog
                 .schema
@@ -260,7 +273,8 @@ pub fn space_map(req: &SpaceRequest, out: &Path) -> Result<SpaceSummary> {
             {
                 let root = SVGBackend::new(out, (w, h)).into_drawing_area();
                 plot.draw(&root)?;
-                root.present().map_err(|e| Error::invalid(out, format!("cannot write SVG: {e}")))?;
+                root.present()
+                    .map_err(|e| Error::invalid(out, format!("cannot write SVG: {e}")))?;
             }
             if !out.is_file() {
                 return Err(Error::invalid(out, "the SVG was not written"));
@@ -318,13 +332,23 @@ impl Plot<'_> {
         chart
             .configure_mesh()
             .light_line_style(RGBColor(235, 235, 235))
-            .x_desc(format!("PC1 ({:.1}% of variance)", 100.0 * self.explained[0]))
-            .y_desc(format!("PC2 ({:.1}% of variance)", 100.0 * self.explained[1]))
+            .x_desc(format!(
+                "PC1 ({:.1}% of variance)",
+                100.0 * self.explained[0]
+            ))
+            .y_desc(format!(
+                "PC2 ({:.1}% of variance)",
+                100.0 * self.explained[1]
+            ))
             .label_style((FONT_FAMILY, font))
             .axis_desc_style((FONT_FAMILY, font))
             .draw()
             .map_err(err)?;
-        let radius = if self.groups.iter().map(Vec::len).sum::<usize>() > 1000 { 2 } else { 3 };
+        let radius = if self.groups.iter().map(Vec::len).sum::<usize>() > 1000 {
+            2
+        } else {
+            3
+        };
         let last = self.groups.len() - 1;
         for (i, g) in self.groups.iter().enumerate() {
             if g.is_empty() {
@@ -337,7 +361,10 @@ impl Plot<'_> {
                 RGBColor(p[0], p[1], p[2])
             };
             chart
-                .draw_series(g.iter().map(|p| Circle::new((p[0], p[1]), radius, c.filled())))
+                .draw_series(
+                    g.iter()
+                        .map(|p| Circle::new((p[0], p[1]), radius, c.filled())),
+                )
                 .map_err(err)?
                 .label(format!("{} ({})", self.labels[i], g.len()))
                 .legend(move |(x, y)| Circle::new((x + 6, y), 5, c.filled()));
@@ -370,7 +397,11 @@ mod tests {
         let (p, share) = pca2(&x, 50, 3, 7);
         assert!(share[0] > 0.99, "{share:?}");
         // The projection on PC1 is t * sqrt(2), up to sign.
-        assert!((p[0][0].abs() - 24.5 * 2f32.sqrt()).abs() < 1e-3, "{:?}", p[0]);
+        assert!(
+            (p[0][0].abs() - 24.5 * 2f32.sqrt()).abs() < 1e-3,
+            "{:?}",
+            p[0]
+        );
         let (q, _) = pca2(&x, 50, 3, 7);
         assert_eq!(p, q, "same seed, same map");
     }
