@@ -100,12 +100,13 @@ pub fn panels(
     let maps = attention_maps(model, img, ids)?;
     let level_names = model.attention_levels_names();
     let base = draw::square_crop(img, 256);
-    let mut cells = vec![Cell {
+    let lead = Cell {
         image: base.clone(),
         overlay: None,
         frame: None,
         lines: vec![("image".into(), INK), (label.to_string(), GREY)],
-    }];
+    };
+    let mut cells = Vec::new();
     let mut summary = Vec::new();
     for (&a, levels) in ids.iter().zip(&maps) {
         for (li, m) in levels.iter().enumerate() {
@@ -158,10 +159,10 @@ pub fn panels(
     let grid = Grid {
         title: format!("{} — spatial attention of a {} model", label, cfg.arch),
         notes,
-        lead: None,
+        lead: Some(lead),
         cells,
-        // AG-MAN: the image, then each attribute's two levels side by side in rows.
-        columns: if levels > 1 { 1 + 2 * 2 } else { 5 },
+        // AG-MAN: each attribute's two levels side by side, three attributes a row.
+        columns: if levels > 1 { 3 * levels } else { 4 },
         legend: vec![
             LegendItem::Heat,
             LegendItem::Text("each map normalised to its own range".into()),

@@ -310,6 +310,13 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
     })
 }
 
+/// A bar series: its name, colour and value per attribute.
+type Series = (
+    &'static str,
+    RGBColor,
+    Box<dyn Fn(&eval::AttributeMap) -> Option<f64>>,
+);
+
 /// Bars per attribute: exact MAP, MAP from the graphs, the random baseline.
 fn map_chart(r: &MapReport, path: &Path) -> Result<()> {
     let n = r.attributes.len();
@@ -342,11 +349,7 @@ fn map_chart(r: &MapReport, path: &Path) -> Result<()> {
             .axis_desc_style((FONT_FAMILY, 13))
             .draw()
             .map_err(err)?;
-        let series: [(
-            &str,
-            RGBColor,
-            Box<dyn Fn(&eval::AttributeMap) -> Option<f64>>,
-        ); 3] = [
+        let series: [Series; 3] = [
             ("exact", RGBColor(31, 119, 180), Box::new(|a| Some(a.map))),
             (
                 "HNSW",
@@ -441,9 +444,9 @@ fn page(p: &Page) -> String {
          <title>tailor report — {}</title><style>{STYLE}</style></head><body>\n",
         esc(&ix.dir().display().to_string())
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<h1>tailor report</h1><p class=\"muted\">made {} by tailor {}</p>\n",
+        "<h1>tailor report</h1><p class=\"muted\">made {} by tailor {}</p>",
         esc(p.created),
         env!("CARGO_PKG_VERSION")
     );
@@ -503,7 +506,7 @@ fn page(p: &Page) -> String {
     }
     h.push_str("</table>\n");
     for n in p.notes {
-        let _ = write!(h, "<p class=\"note\">{}</p>\n", esc(n));
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(n));
     }
 
     if let Some(r) = p.report {
@@ -558,9 +561,9 @@ fn page(p: &Page) -> String {
         }
         h.push_str("</table><p class=\"muted\">Percentages. P/R/nDCG@k from the exact ranking; ties rank by candidate order.</p>\n");
         if let Some(c) = p.chart {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<figure><img src=\"{}\" alt=\"bar chart of MAP per attribute\"><figcaption>Exact MAP, MAP from the HNSW graphs and the random baseline, per attribute.</figcaption></figure>\n",
+                "<figure><img src=\"{}\" alt=\"bar chart of MAP per attribute\"><figcaption>Exact MAP, MAP from the HNSW graphs and the random baseline, per attribute.</figcaption></figure>",
                 esc(c)
             );
         }
@@ -632,9 +635,9 @@ fn page(p: &Page) -> String {
             } else {
                 format!("{attr}: query {} (results not judged)", s.query)
             };
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<figure><img src=\"{}\" alt=\"retrieval sheet for {}\"><figcaption>{}</figcaption></figure>\n",
+                "<figure><img src=\"{}\" alt=\"retrieval sheet for {}\"><figcaption>{}</figcaption></figure>",
                 esc(file),
                 esc(attr),
                 esc(&cap)
@@ -644,9 +647,9 @@ fn page(p: &Page) -> String {
     if !p.panels.is_empty() {
         h.push_str("<h2>Attention</h2><p class=\"muted\">Each attribute's spatial attention over the same image, upsampled from the backbone map (AG-MAN: its attribute-guided and spatial-gate levels).</p>\n");
         for (id, file) in p.panels {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<figure><img src=\"{}\" alt=\"attention panels for {}\"><figcaption>{}</figcaption></figure>\n",
+                "<figure><img src=\"{}\" alt=\"attention panels for {}\"><figcaption>{}</figcaption></figure>",
                 esc(file),
                 esc(id),
                 esc(id)
@@ -656,9 +659,9 @@ fn page(p: &Page) -> String {
     if !p.maps.is_empty() {
         h.push_str("<h2>Embedding maps</h2><div class=\"grid\">\n");
         for (attr, file, s) in p.maps {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<figure><img src=\"{}\" alt=\"PCA map of {}\"><figcaption>{}: PCA of {} of {} items (seed {}), {:.1}% + {:.1}% of variance{}</figcaption></figure>\n",
+                "<figure><img src=\"{}\" alt=\"PCA map of {}\"><figcaption>{}: PCA of {} of {} items (seed {}), {:.1}% + {:.1}% of variance{}</figcaption></figure>",
                 esc(file),
                 esc(attr),
                 esc(attr),
