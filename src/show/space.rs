@@ -293,6 +293,16 @@ pub fn space_map(req: &SpaceRequest, out: &Path) -> Result<SpaceSummary> {
     })
 }
 
+/// An axis tick without float noise ("-0.0", "0.30000001").
+fn tick(v: f32) -> String {
+    let r = (v * 1000.0).round() / 1000.0;
+    if r == 0.0 {
+        "0".into()
+    } else {
+        format!("{r}")
+    }
+}
+
 struct Plot<'a> {
     title: &'a str,
     /// Points per value; the last group is the unlabelled one.
@@ -340,6 +350,8 @@ impl Plot<'_> {
                 "PC2 ({:.1}% of variance)",
                 100.0 * self.explained[1]
             ))
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
             .label_style((FONT_FAMILY, font))
             .axis_desc_style((FONT_FAMILY, font))
             .draw()
