@@ -282,16 +282,51 @@ pub fn parse_size(text: &str) -> Result<(u32, u32)> {
     Ok((w, h))
 }
 
+/// Words of `text` in lines at most `max_width` px wide (a word too long for a line is
+/// shortened), at most `max_lines` lines (the last one ends in an ellipsis if cut).
+pub fn wrap(text: &str, size: u32, max_width: u32, max_lines: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let candidate = if current.is_empty() {
+            word.to_string()
+        } else {
+            format!("{current} {word}")
+        };
+        if text_size(&candidate, size).0 <= max_width || current.is_empty() {
+            current = candidate;
+        } else {
+            lines.push(std::mem::replace(&mut current, word.to_string()));
+        }
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    let cut = lines.len() > max_lines;
+    lines.truncate(max_lines);
+    if cut {
+        if let Some(last) = lines.last_mut() {
+            last.push_str(" …");
+        }
+    }
+    lines
+        .into_iter()
+        .map(|l| fit(&l, size, max_width))
+        .collect()
+}
+
 /// A grey placeholder tile saying why there is no picture.
 pub fn placeholder(side: u32, reason: &str) -> Result<RgbImage> {
     let mut c = Canvas::new(side, side);
     c.fill(0, 0, side, side, LIGHT);
-    let size = (side / 10).clamp(9, 14);
-    let mut y = (side / 2).saturating_sub(size) as i32;
-    for line in ["no image:", reason] {
-        let t = fit(line, size, side.saturating_sub(8));
-        c.text(&t, 4, y, size, MISMATCH)?;
-        y += (size as f32 * 1.3) as i32;
+    let size = (side / 12).clamp(9, 24);
+    let line = (size as f32 * 1.3) as i32;
+    let mut lines = vec!["no image".to_string()];
+    lines.extend(wrap(reason, size, side.saturating_sub(12), 4));
+    let mut y = (side as i32 - line * lines.len() as i32) / 2;
+    for l in &lines {
+        c.text(l, 6, y, size, MISMATCH)?;
+        y += line;
     }
     Ok(c.img)
 }
@@ -337,6 +372,18 @@ mod tests {
             values: vec![0.25; 4],
         };
         assert_eq!(overlay(&img, &flat), img);
+    }
+
+    #[test]
+    fn placeholder_says_why_in_wrapped_lines() {
+        let img =
+            placeholder(128, "unreadable image: not an image (unrecognised content)").unwrap();
+        assert_eq!(img.dimensions(), (128, 128));
+        assert!(img.pixels().any(|p| p.0 != LIGHT.0));
+        let lines = wrap("one two three four five six seven", 12, 60, 2);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| text_size(l, 12).0 <= 60), "{lines:?}");
+        assert!(lines[1].ends_with('…'), "{lines:?}");
     }
 
     #[test]
