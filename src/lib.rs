@@ -21,6 +21,7 @@ pub mod model;
 pub mod npy;
 pub mod progress;
 pub mod query;
+pub mod show;
 pub mod train;
 
 pub use error::{Error, Result};

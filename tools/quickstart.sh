@@ -27,3 +27,8 @@ $T search --index "$OUT/index" --attr neckline --item sf-000001 -k 5
 $T search --index "$OUT/index" --attr sleeve_length=1 --attr colour=0.5 \
   --image "$OUT/catalog/SynthFashion/images/000002.png" -k 5
 $T eval map --index "$OUT/index" --catalog "$OUT/catalog" --split test --ann --ef 64
+# Everything above as one static HTML page: MAP table and chart, per-value breakdown,
+# retrieval sheets with attention, attention panels, embedding maps.
+$T report --index "$OUT/index" --catalog "$OUT/catalog" --out "$OUT/report"
+set +x
+echo "report: $(cd "$OUT/report" && pwd)/index.html"

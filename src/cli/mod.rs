@@ -9,7 +9,9 @@ pub mod errors;
 mod eval;
 mod index;
 mod model;
+mod report;
 mod search;
+mod show;
 mod synth;
 mod train;
 
@@ -65,6 +67,11 @@ pub enum Command {
     Eval(eval::EvalCommand),
     /// Train a model of the ASEN family on a labelled catalog.
     Train(Box<train::TrainArgs>),
+    /// Pictures: retrieval sheets, attention overlays, embedding maps.
+    #[command(subcommand)]
+    Show(show::ShowCommand),
+    /// One static HTML report: evaluation, charts, sheets, attention, embedding maps.
+    Report(report::ReportArgs),
 }
 
 /// Output settings shared by every command.
@@ -102,6 +109,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args, &out),
         Command::Eval(cmd) => eval::run(cmd, &out),
         Command::Train(args) => train::run(*args, &out),
+        Command::Show(cmd) => show::run(cmd, &out),
+        Command::Report(args) => report::run(args, &out),
     }
 }
 

@@ -368,6 +368,8 @@ pub fn embed_catalog(
         "identity": spec_identity,
         "path": std::fs::canonicalize(&opts.model_path).unwrap_or_else(|_| opts.model_path.clone()),
         "config": cfg,
+        // Where the images are, for pictures of results (`tailor show search`, `report`).
+        "catalog": std::fs::canonicalize(&catalog.source).unwrap_or_else(|_| catalog.source.clone()),
     });
     let input = BuildInput {
         ids: ids.clone(),

@@ -456,6 +456,41 @@ impl Model {
             .collect())
     }
 
+    /// Every level of spatial attention per requested attribute, for pictures:
+    /// `[attr][level]` of `[B, h, w]`, levels named by [`Model::attention_levels_names`].
+    /// One level for most heads (uniform for those that average-pool); AG-MAN has two,
+    /// its attribute-guided softmax and its CBAM-style spatial gate (values in (0, 1)).
+    pub fn attention_levels(&self, images: &Tensor, attrs: &[usize]) -> Result<Vec<Vec<Tensor>>> {
+        let out = self.backbone_forward(images, false)?;
+        for &a in attrs {
+            self.check_attr(a)?;
+        }
+        let b = out.map.dim(0)?;
+        let part = self.head.image_part(&out.map, false)?;
+        attrs
+            .iter()
+            .map(|&a| {
+                let ids = Tensor::full(a as u32, b, &self.device)?;
+                Ok(match (&self.head, &part) {
+                    (Head::AgMan(h), ImagePart::AgMan(y, p)) => {
+                        let (f, gate) = h.attend_levels(y, p, &ids)?;
+                        vec![f.attention, gate]
+                    }
+                    _ => vec![self.head.attend(&out.map, &part, &ids)?.attention],
+                })
+            })
+            .collect()
+    }
+
+    /// Names of the levels [`Model::attention_levels`] returns.
+    pub fn attention_levels_names(&self) -> &'static [&'static str] {
+        match self.cfg.arch {
+            Arch::AgMan => &["attribute-guided", "spatial gate"],
+            Arch::Csn | Arch::Triplet | Arch::AsenNoAsa => &["uniform (average pooling)"],
+            _ => &["spatial attention"],
+        }
+    }
+
     fn check_images(&self, images: &Tensor) -> Result<()> {
         match images.dims() {
             [_, 3, h, w] if *h >= 32 && *w >= 32 => Ok(()),

@@ -78,6 +78,18 @@ impl AgManHead {
 
     /// `y` and `p_img` from [`AgManHead::image_part`].
     pub fn attend(&self, y: &Tensor, p_img: &Tensor, attrs: &Tensor) -> Result<HeadForward> {
+        Ok(self.attend_levels(y, p_img, attrs)?.0)
+    }
+
+    /// As [`AgManHead::attend`], also returning the second level of spatial attention:
+    /// the CBAM-style gate `sigmoid(sa.conv1(..))` as `[B, h, w]` (the first level, the
+    /// attribute-guided softmax, is `HeadForward::attention`).
+    pub fn attend_levels(
+        &self,
+        y: &Tensor,
+        p_img: &Tensor,
+        attrs: &Tensor,
+    ) -> Result<(HeadForward, Tensor)> {
         let (b, _, h, w) = y.dims4()?;
         let e = self.attr_embedding.forward(attrs)?;
         let a1 = swish(&self.attr_transform1.forward(&e)?)?;
@@ -90,16 +102,20 @@ impl AgManHead {
             .broadcast_mul(&self.w1)?
             .broadcast_mul(&alpha.reshape((b, 1, h, w))?)?;
         let pooled = Tensor::cat(&[&y.mean_keepdim(1)?, &y.max_keepdim(1)?], 1)?;
-        let y = y.broadcast_mul(&candle_nn::ops::sigmoid(&self.sa_conv1.forward(&pooled)?)?)?;
+        let gate = candle_nn::ops::sigmoid(&self.sa_conv1.forward(&pooled)?)?;
+        let y = y.broadcast_mul(&gate)?;
         let v = y.sum((2, 3))?;
         let a2 = swish(&self.attr_transform2.forward(&e)?)?;
         let z = self.fc1.forward(&Tensor::cat(&[&v, &a2], 1)?)?.relu()?;
         let m = candle_nn::ops::sigmoid(&self.fc2.forward(&z)?)?;
         let v = (v * m)?.broadcast_mul(&self.w2)?;
         let v = (v * self.masks.forward(attrs)?.relu()?)?;
-        Ok(HeadForward {
-            embeddings: l2n(&v)?,
-            attention: alpha.reshape((b, h, w))?,
-        })
+        Ok((
+            HeadForward {
+                embeddings: l2n(&v)?,
+                attention: alpha.reshape((b, h, w))?,
+            },
+            gate.reshape((b, h, w))?,
+        ))
     }
 }
