@@ -6,9 +6,11 @@
 #   bash tools/bench-embed-scale.sh [SIZES...]      # default: 10000 100000
 #
 # For each size: synthesise the catalog (64 px PNGs), then time `embed` with the tiny
-# untrained ASEN at 64 px (all 7 attributes, batch 32) under GNU time. Prints items/s,
+# untrained ASEN at 64 px (all 7 attributes unless EXTRA says otherwise, batch 32) under
+# GNU time. Prints items/s,
 # the embed stages, and peak RSS. Env: TAILOR (binary, default target/release/tailor),
-# DIR (work directory, default /tmp/tailor-embed-bench; needs ~1.2 GB per 100,000 items).
+# DIR (work directory, default /tmp/tailor-embed-bench; needs ~1.2 GB per 100,000 items),
+# EXTRA (more embed flags, e.g. `--attrs colour` to build one graph instead of seven).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAILOR=${TAILOR:-$PWD/target/release/tailor}
@@ -28,7 +30,7 @@ for n in "${SIZES[@]}"; do
     rm -rf "$DIR/index-$n" "$DIR/index-$n.embed-work"
     /usr/bin/time -f "TIME %e s wall, peak RSS %M KB" -o "$DIR/time-$n.txt" \
         "$TAILOR" embed -q --json --model "$model" --catalog "$cat" --out "$DIR/index-$n" \
-        --batch 32 >"$DIR/summary-$n.json"
+        --batch 32 ${EXTRA:-} >"$DIR/summary-$n.json"
     python3 - "$n" "$DIR/summary-$n.json" "$DIR/time-$n.txt" <<'EOF'
 import json, sys
 n, summary, timing = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read().strip()
