@@ -7,9 +7,11 @@
 //! model on a `VarMap` for training.
 
 pub mod backbone;
+pub mod bf16;
 pub mod config;
 mod fast;
 pub mod heads;
+pub mod precision;
 pub mod preprocess;
 pub mod weights;
 
@@ -23,6 +25,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use backbone::BackboneOutput;
 pub use config::{Arch, BackboneConfig, ModelConfig};
+pub use precision::Precision;
 pub use preprocess::preprocess;
 pub use weights::LoadProblems;
 
@@ -51,6 +54,18 @@ pub fn device(spec: &str) -> Result<Device> {
             ))),
         },
     }
+}
+
+fn no_bf16_cpu() -> Error {
+    Error::Usage(format!(
+        "--precision bf16 needs a CPU with AVX512-BF16 (x86-64 AVX512F+BW+BF16), and this \
+         one has none{}; use --precision f32 (or auto, which falls back to f32)",
+        if std::env::var(bf16::DISABLE_ENV).is_ok_and(|v| v != "0") {
+            format!(" ({} is set)", bf16::DISABLE_ENV)
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// The outputs of a training-mode (or per-image-attribute) forward pass.
@@ -148,6 +163,8 @@ pub struct Model {
     /// Batch-norm-folded channels-last trunk for eval-mode CPU inference (absent for
     /// trainable models, whose weights change).
     fast: Option<fast::FastTrunk>,
+    /// The trunk's precision in effect (f32 or bf16, never auto).
+    precision: Precision,
     /// Whether the tensors are Vars that training may change (no identity caching then).
     trainable: bool,
     identity: std::sync::OnceLock<String>,
@@ -189,6 +206,7 @@ impl Model {
             tensors: record,
             device: device.clone(),
             fast,
+            precision: Precision::F32,
             trainable: !fold,
             identity: std::sync::OnceLock::new(),
         })
@@ -390,14 +408,70 @@ impl Model {
         self.fast.is_some()
     }
 
-    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk.
+    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk, in the
+    /// precision set before.
     pub fn set_fast_inference(&mut self, on: bool) -> Result<()> {
         self.fast = if on && self.device.is_cpu() {
-            Some(fast::FastTrunk::fold(&self.backbone)?)
+            let mut t = fast::FastTrunk::fold(&self.backbone)?;
+            if self.precision == Precision::Bf16 {
+                t.use_bf16(bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?);
+            }
+            Some(t)
         } else {
             None
         };
         Ok(())
+    }
+
+    /// Sets the precision of eval-mode forwards and returns the one in effect (`auto`
+    /// resolved). bf16 converts the trunk's folded weights once, here; it needs the
+    /// folded CPU trunk (a CPU model built for inference) and a CPU with AVX512-BF16,
+    /// and is refused with a [`Error::Usage`] otherwise. `auto` is bf16 exactly where
+    /// [`Model::bf16_available`] holds.
+    pub fn set_precision(&mut self, p: Precision) -> Result<Precision> {
+        let p = match p {
+            Precision::Auto if self.bf16_available() => Precision::Bf16,
+            Precision::Auto => Precision::F32,
+            p => p,
+        };
+        if p == Precision::Bf16 {
+            let kernel = bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?;
+            let fast = self.fast.as_mut().ok_or_else(|| {
+                Error::Usage(format!(
+                    "--precision bf16 runs on the CPU inference trunk; this model is on {:?}{}: \
+                     use --precision f32",
+                    self.device.location(),
+                    if self.trainable { " and trainable" } else { "" }
+                ))
+            })?;
+            if fast.bf16_kernel().is_none() {
+                fast.use_bf16(kernel);
+            }
+        } else if self.precision == Precision::Bf16 {
+            self.precision = Precision::F32;
+            self.set_fast_inference(self.fast.is_some())?;
+        }
+        self.precision = p;
+        Ok(p)
+    }
+
+    /// The precision in effect: f32 or bf16.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether `--precision bf16` (and so `auto`) can run here: a CPU inference model on a
+    /// CPU with AVX512-BF16.
+    pub fn bf16_available(&self) -> bool {
+        self.fast.is_some() && bf16::Kernel::detect().is_some()
+    }
+
+    /// The bf16 kernel in use (`avx512-bf16`), `None` in f32.
+    pub fn bf16_kernel(&self) -> Option<&'static str> {
+        self.fast
+            .as_ref()
+            .and_then(|f| f.bf16_kernel())
+            .map(|k| k.name())
     }
 
     /// Training-mode (or mixed-attribute) forward: image i embedded for attribute
