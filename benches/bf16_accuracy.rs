@@ -5,6 +5,7 @@
 //! queries' own top 10. Needs a CPU with AVX512-BF16.
 //!
 //! Settings: TAILOR_ACC_IMAGES (synthetic images per model, default 500),
+//! TAILOR_ACC_R50_IMAGES (ResNet-50's share, default TAILOR_ACC_IMAGES),
 //! TAILOR_ACC_TINY_MODEL (a trained tiny model file; default an untrained tiny ASEN),
 //! TAILOR_ACC_INDEX (index items for recall, default 2000), TAILOR_ACC_QUERIES (default 200).
 //!
@@ -79,7 +80,9 @@ fn report(what: &str, e: &[Vec<Vec<Vec<f32>>>; 2]) {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/parity").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/parity")
+        .join(name)
 }
 
 fn main() -> tailor::Result<()> {
@@ -88,7 +91,9 @@ fn main() -> tailor::Result<()> {
         "bf16 accuracy; bf16 kernel {}; {} threads; load average {}",
         kernel.map_or("none", |k| k.name()),
         candle_core::utils::get_num_threads(),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     if kernel.is_none() {
         println!("this CPU has no AVX512-BF16: nothing to measure");
@@ -100,9 +105,20 @@ fn main() -> tailor::Result<()> {
     // Parity fixtures: every tiny model on every input image set.
     let inputs = candle_core::safetensors::load(fixture("inputs.safetensors"), &dev)?;
     let parity_batches: Vec<Tensor> = inputs.values().cloned().collect();
-    for name in ["asen", "asen-no-asa", "asen-no-aca", "asen-v2", "ag-man", "csn", "triplet"] {
+    for name in [
+        "asen",
+        "asen-no-asa",
+        "asen-no-aca",
+        "asen-v2",
+        "ag-man",
+        "csn",
+        "triplet",
+    ] {
         let mut m = Model::load(&fixture(&format!("{name}.safetensors")), &dev)?;
-        report(&format!("parity images, tiny {name}"), &both(&mut m, &parity_batches)?);
+        report(
+            &format!("parity images, tiny {name}"),
+            &both(&mut m, &parity_batches)?,
+        );
     }
 
     // Tiny ASEN on synthetic images.
@@ -120,11 +136,18 @@ fn main() -> tailor::Result<()> {
     report(&format!("{n_images} synthetic images, tiny asen"), &e);
 
     // Recall@10 of bf16 queries in an f32 index (exact inner product).
-    let (n_index, n_query) = (env_usize("TAILOR_ACC_INDEX", 2000), env_usize("TAILOR_ACC_QUERIES", 200));
+    let (n_index, n_query) = (
+        env_usize("TAILOR_ACC_INDEX", 2000),
+        env_usize("TAILOR_ACC_QUERIES", 200),
+    );
     let index = both(&mut tiny, &synthetic(&cfg, 9, 0, n_index)?)?;
     let queries = both(&mut tiny, &synthetic(&cfg, 9, n_index, n_query)?)?;
     let top = |q: &[f32], rows: &[Vec<f32>]| -> Vec<usize> {
-        let mut s: Vec<(f32, usize)> = rows.iter().enumerate().map(|(i, r)| (dot(q, r), i)).collect();
+        let mut s: Vec<(f32, usize)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (dot(q, r), i))
+            .collect();
         s.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         s.into_iter().take(10).map(|(_, i)| i).collect()
     };
@@ -145,8 +168,16 @@ fn main() -> tailor::Result<()> {
     );
 
     // ResNet-50 ASEN at 224 px (random weights), parity images and synthetic images.
-    let fashionai = ["skirt_length", "sleeve_length", "coat_length", "pant_length", "collar_design",
-        "lapel_design", "neckline_design", "neck_design"];
+    let fashionai = [
+        "skirt_length",
+        "sleeve_length",
+        "coat_length",
+        "pant_length",
+        "collar_design",
+        "lapel_design",
+        "neckline_design",
+        "neck_design",
+    ];
     let cfg = ModelConfig::new(
         Arch::Asen,
         BackboneConfig::Resnet50,
@@ -154,8 +185,15 @@ fn main() -> tailor::Result<()> {
         vec![],
     );
     let mut r50 = Model::init(cfg.clone(), 0, &dev)?;
-    report("parity images, resnet50 asen (random weights)", &both(&mut r50, &parity_batches)?);
-    let e = both(&mut r50, &synthetic(&cfg, 7, 0, n_images)?)?;
-    report(&format!("{n_images} synthetic images, resnet50 asen 224 px"), &e);
+    report(
+        "parity images, resnet50 asen (random weights)",
+        &both(&mut r50, &parity_batches)?,
+    );
+    let n_r50 = env_usize("TAILOR_ACC_R50_IMAGES", n_images);
+    let e = both(&mut r50, &synthetic(&cfg, 7, 0, n_r50)?)?;
+    report(
+        &format!("{n_r50} synthetic images, resnet50 asen 224 px"),
+        &e,
+    );
     Ok(())
 }

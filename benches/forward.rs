@@ -211,7 +211,9 @@ fn main() -> tailor::Result<()> {
             let ratios: Vec<String> = results
                 .iter()
                 .filter(|((bb, w, _), _)| *bb == b && *w == what)
-                .map(|((_, _, i), o)| format!("{i}/this = {:.2}x wall, {:.2}x CPU", o.0 / r, o.1 / r_cpu))
+                .map(|((_, _, i), o)| {
+                    format!("{i}/this = {:.2}x wall, {:.2}x CPU", o.0 / r, o.1 / r_cpu)
+                })
                 .collect();
             println!(
                 "{imp:<24} batch {b:>3}  {what:<14} {r:>7.2} images/s  {r_cpu:>6.2} images/CPU-s   \

@@ -28,11 +28,14 @@ def rate(fn, batch, iters):
     return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
 
 
+ISA = ["?"]
+
+
 def trace(fn):
     """Runs fn once with oneDNN verbose output (written by C to fd 1, caught in a file):
     the ISA line and a count of the convolution implementations executed."""
     sys.stdout.flush()
-    isa, kernels = "?", collections.Counter()
+    kernels = collections.Counter()
     with tempfile.TemporaryFile() as tmp:
         saved = os.dup(1)
         os.dup2(tmp.fileno(), 1)
@@ -47,12 +50,12 @@ def trace(fn):
         for line in tmp.read().decode(errors="replace").splitlines():
             f = line.split(",")
             if "isa:" in line:
-                isa = line.split("isa:", 1)[1].strip()
+                ISA[0] = line.split("isa:", 1)[1].strip()
             if "exec" in f and "convolution" in f:
                 kernels[f[f.index("convolution") + 1] + " " + next(
                     (x.split("::")[0] for x in f if x.startswith("src")), "")] += 1
-    if not kernels:
-        isa = isa if isa != "?" else "no oneDNN convolution ran (ATen's own kernels)"
+    # oneDNN prints its ISA line once per process: later traces reuse it.
+    isa = ISA[0] if kernels else "no oneDNN convolution ran (ATen's own kernels)"
     return {"isa": isa, "kernels": dict(kernels)}
 
 

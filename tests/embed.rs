@@ -349,9 +349,16 @@ fn precision_bf16_embeds_close_to_f32_or_is_refused_clearly() {
     // No AVX512-BF16 (forced): bf16 refused by name, auto falls back to f32.
     let hidden = [(tailor::model::bf16::DISABLE_ENV, "1")];
     let refused_dir = dir.path().join("refused");
-    let out = embed(&model, &catalog, &refused_dir, &["--precision", "bf16"], &hidden);
+    let out = embed(
+        &model,
+        &catalog,
+        &refused_dir,
+        &["--precision", "bf16"],
+        &hidden,
+    );
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let err =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AVX512-BF16"), "{err}");
     assert!(!refused_dir.exists());
     let auto: serde_json::Value = serde_json::from_str(&ok(embed(
@@ -363,7 +370,13 @@ fn precision_bf16_embeds_close_to_f32_or_is_refused_clearly() {
     )))
     .unwrap();
     assert_eq!(auto["precision"], "f32");
-    let out = embed(&model, &catalog, &refused_dir, &["--precision", "half"], &[]);
+    let out = embed(
+        &model,
+        &catalog,
+        &refused_dir,
+        &["--precision", "half"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
 
     if tailor::model::bf16::Kernel::detect().is_none() {
@@ -379,7 +392,10 @@ fn precision_bf16_embeds_close_to_f32_or_is_refused_clearly() {
     )))
     .unwrap();
     assert_eq!(summary["precision"], "bf16");
-    let (a, b) = (Index::open(&f32_dir).unwrap(), Index::open(&bf_dir).unwrap());
+    let (a, b) = (
+        Index::open(&f32_dir).unwrap(),
+        Index::open(&bf_dir).unwrap(),
+    );
     let mut worst = 1f32;
     for attr in a.attributes() {
         for row in 0..a.len() {
@@ -393,8 +409,19 @@ fn precision_bf16_embeds_close_to_f32_or_is_refused_clearly() {
     let image = catalog.join("SynthFashion/images/000002.png");
     let hits: serde_json::Value = serde_json::from_str(&ok(tailor(
         &[
-            "search", "--json", "--index", s(&f32_dir), "--attr", "collar", "--image",
-            s(&image), "--precision", "bf16", "-k", "1", "--exact",
+            "search",
+            "--json",
+            "--index",
+            s(&f32_dir),
+            "--attr",
+            "collar",
+            "--image",
+            s(&image),
+            "--precision",
+            "bf16",
+            "-k",
+            "1",
+            "--exact",
         ],
         &[],
     )))

@@ -201,9 +201,9 @@ pub(crate) fn gemm<F>(
     if rows == 0 || n == 0 {
         return;
     }
-    out.par_chunks_mut(MC * n)
-        .enumerate()
-        .for_each_init(Vec::new, |buf: &mut Vec<u16>, (blk, o)| {
+    out.par_chunks_mut(MC * n).enumerate().for_each_init(
+        Vec::new,
+        |buf: &mut Vec<u16>, (blk, o)| {
             let r0 = blk * MC;
             let m = o.len() / n;
             let a: &[u16] = match direct {
@@ -216,7 +216,8 @@ pub(crate) fn gemm<F>(
             };
             let res = ep.residual.map(|r| &r[r0 * n..(r0 + m) * n]);
             block(kernel, a, m, b, ep.bias, res, ep.relu, o);
-        });
+        },
+    );
 }
 
 /// One block of `m` rows, single-threaded.
@@ -399,7 +400,8 @@ mod avx512 {
                 }
                 let mut v = _mm512_add_ps(acc[h], _mm512_maskz_loadu_ps(mk, t.bias.add(16 * h)));
                 if let Some(res) = t.res {
-                    let r16 = _mm256_maskz_loadu_epi16(mk, res.add(i * t.ldc + 16 * h) as *const i16);
+                    let r16 =
+                        _mm256_maskz_loadu_epi16(mk, res.add(i * t.ldc + 16 * h) as *const i16);
                     let rf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r16), 16));
                     v = _mm512_add_ps(v, rf);
                 }
@@ -503,9 +505,18 @@ mod tests {
             residual: residual.then_some(&res[..]),
             relu,
         };
-        let fill = |r0: usize, blk: &mut [u16]| blk.copy_from_slice(&a[r0 * kp..r0 * kp + blk.len()]);
+        let fill =
+            |r0: usize, blk: &mut [u16]| blk.copy_from_slice(&a[r0 * kp..r0 * kp + blk.len()]);
         let mut want = vec![0u16; m * n];
-        gemm(Kernel::Scalar, m, &b, direct.then_some(&a[..]), fill, ep, &mut want);
+        gemm(
+            Kernel::Scalar,
+            m,
+            &b,
+            direct.then_some(&a[..]),
+            fill,
+            ep,
+            &mut want,
+        );
         // Independent f64 reference from the unpacked weights.
         for r in 0..m {
             for j in 0..n {

@@ -66,7 +66,11 @@ impl Act16 {
 
     fn to_act(&self) -> Act {
         Act {
-            data: self.data.par_iter().map(|&h| bf16::bf16_to_f32(h)).collect(),
+            data: self
+                .data
+                .par_iter()
+                .map(|&h| bf16::bf16_to_f32(h))
+                .collect(),
             b: self.b,
             h: self.h,
             w: self.w,
@@ -466,7 +470,12 @@ impl FastTrunk {
         self.bf16
     }
 
-    fn forward16(&self, kernel: Kernel, images: &Tensor, keep_layer2: bool) -> Result<(Option<Act>, Act)> {
+    fn forward16(
+        &self,
+        kernel: Kernel,
+        images: &Tensor,
+        keep_layer2: bool,
+    ) -> Result<(Option<Act>, Act)> {
         let x = Act16::from_act(&Act::from_nchw(images)?, kernel);
         let x = self.stem.forward16(kernel, &x, None, true);
         let mut x = max_pool16(&x);
@@ -475,7 +484,10 @@ impl FastTrunk {
             for blk in layer {
                 let y = blk.c1.forward16(kernel, &x, None, true);
                 let y = blk.c2.forward16(kernel, &y, None, true);
-                let identity = blk.down.as_ref().map(|d| d.forward16(kernel, &x, None, false));
+                let identity = blk
+                    .down
+                    .as_ref()
+                    .map(|d| d.forward16(kernel, &x, None, false));
                 x = blk
                     .c3
                     .forward16(kernel, &y, Some(identity.as_ref().unwrap_or(&x)), true);
@@ -559,12 +571,12 @@ mod tests {
     fn bf16_convolutions_match_f32_on_awkward_shapes() {
         // (k, stride, pad, cin, cout, batch, h, w)
         for &(k, s, p, cin, cout, b, h, w) in &[
-            (1, 1, 0, 16, 40, 1, 5, 7),  // 1x1 direct product, partial panel
-            (1, 1, 0, 3, 33, 2, 4, 3),   // 1x1 with an odd k (im2col pads)
-            (1, 2, 0, 8, 64, 1, 9, 9),   // 1x1 stride 2 (downsample)
-            (3, 2, 1, 6, 17, 1, 9, 8),   // 3x3 stride 2, batch 1, tails
-            (3, 1, 1, 10, 32, 3, 6, 5),  // 3x3 stride 1
-            (7, 2, 3, 3, 8, 2, 17, 15),  // the stem: k = 147
+            (1, 1, 0, 16, 40, 1, 5, 7), // 1x1 direct product, partial panel
+            (1, 1, 0, 3, 33, 2, 4, 3),  // 1x1 with an odd k (im2col pads)
+            (1, 2, 0, 8, 64, 1, 9, 9),  // 1x1 stride 2 (downsample)
+            (3, 2, 1, 6, 17, 1, 9, 8),  // 3x3 stride 2, batch 1, tails
+            (3, 1, 1, 10, 32, 3, 6, 5), // 3x3 stride 1
+            (7, 2, 3, 3, 8, 2, 17, 15), // the stem: k = 147
         ] {
             let mut c = conv(k, s, p, cin, cout);
             c.pack_bf16();

@@ -696,6 +696,47 @@ mod tests {
     }
 
     #[test]
+    fn bf16_precision_stays_close_to_f32_and_switches_back_exactly() {
+        let dev = Device::Cpu;
+        let mut m = Model::init(tiny(Arch::AgMan), 4, &dev).unwrap();
+        let images = Tensor::randn(0f32, 1.0, (1, 3, 64, 48), &dev).unwrap();
+        let f32_embs = m.embed(&images, &[0, 2]).unwrap();
+        if bf16::Kernel::detect().is_none() {
+            assert!(!m.bf16_available());
+            assert!(matches!(
+                m.set_precision(Precision::Bf16),
+                Err(Error::Usage(_))
+            ));
+            assert_eq!(m.set_precision(Precision::Auto).unwrap(), Precision::F32);
+            return;
+        }
+        assert_eq!(m.set_precision(Precision::Auto).unwrap(), Precision::Bf16);
+        assert_eq!(m.bf16_kernel(), Some("avx512-bf16"));
+        let bf = m.embed(&images, &[0, 2]).unwrap();
+        for (a, b) in f32_embs.iter().zip(&bf) {
+            let cos = (a * b).unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            assert!(cos.iter().all(|&c| c > 0.99 && c < 1.0), "{cos:?}");
+        }
+        // Rebuilding the folded trunk keeps bf16; f32 again gives the f32 outputs exactly.
+        m.set_fast_inference(true).unwrap();
+        assert_eq!(m.bf16_kernel(), Some("avx512-bf16"));
+        assert_eq!(m.set_precision(Precision::F32).unwrap(), Precision::F32);
+        assert_eq!(m.bf16_kernel(), None);
+        let again = m.embed(&images, &[0, 2]).unwrap();
+        for (a, b) in f32_embs.iter().zip(&again) {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        }
+        // The trainable copy has no folded trunk: bf16 refused, auto is f32.
+        let mut t = m.trainable(&VarMap::new()).unwrap();
+        assert!(matches!(
+            t.set_precision(Precision::Bf16),
+            Err(Error::Usage(_))
+        ));
+        assert_eq!(t.set_precision(Precision::Auto).unwrap(), Precision::F32);
+    }
+
+    #[test]
     fn trainable_model_updates_batch_norm_and_has_gradients() {
         let dev = Device::Cpu;
         let m = Model::init(tiny(Arch::Asen), 2, &dev).unwrap();
