@@ -106,12 +106,10 @@ fn main() -> tailor::Result<()> {
     let inputs = candle_core::safetensors::load(fixture("inputs.safetensors"), &dev)?;
     let parity_batches: Vec<Tensor> = inputs.values().cloned().collect();
     for name in [
-        "asen",
         "asen-no-asa",
         "asen-no-aca",
         "asen-v2",
         "ag-man",
-        "csn",
         "triplet",
     ] {
         let mut m = Model::load(&fixture(&format!("{name}.safetensors")), &dev)?;
