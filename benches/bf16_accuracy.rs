@@ -105,13 +105,7 @@ fn main() -> tailor::Result<()> {
     // Parity fixtures: every tiny model on every input image set.
     let inputs = candle_core::safetensors::load(fixture("inputs.safetensors"), &dev)?;
     let parity_batches: Vec<Tensor> = inputs.values().cloned().collect();
-    for name in [
-        "asen-no-asa",
-        "asen-no-aca",
-        "asen-v2",
-        "ag-man",
-        "triplet",
-    ] {
+    for name in ["asen-no-asa", "asen-no-aca", "asen-v2", "ag-man", "triplet"] {
         let mut m = Model::load(&fixture(&format!("{name}.safetensors")), &dev)?;
         report(
             &format!("parity images, tiny {name}"),
@@ -152,9 +146,9 @@ fn main() -> tailor::Result<()> {
     let mut hits = 0usize;
     let mut total = 0usize;
     for a in 0..cfg.num_attributes() {
-        for q in 0..n_query {
-            let want = top(&queries[0][a][q], &index[0][a]);
-            let got = top(&queries[1][a][q], &index[0][a]);
+        for (qf, qb) in queries[0][a].iter().zip(&queries[1][a]) {
+            let want = top(qf, &index[0][a]);
+            let got = top(qb, &index[0][a]);
             hits += got.iter().filter(|i| want.contains(i)).count();
             total += 10;
         }
