@@ -3,7 +3,7 @@
 # stage, for the tiny model at 64 px and ResNet-50 ASEN at 224 px (untrained weights:
 # speed does not depend on them). Prints one line per configuration and the share of
 # wall time spent outside the model.
-#   bash benches/embed_pipeline.sh [ITEMS_TINY] [ITEMS_R50]
+#   PRECISION=bf16 bash benches/embed_pipeline.sh [ITEMS_TINY] [ITEMS_R50]   (PRECISION: f32 default, bf16, auto)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TINY_ITEMS=${1:-5000}
@@ -17,7 +17,7 @@ run() { # name size items backbone batch
   $T synth -q --out "$W/$name-cat" --items "$items" --size "$size" --seed 1 --jpeg > /dev/null
   $T model init --arch asen --backbone "$backbone" --input-size "$size" --catalog "$W/$name-cat" --out "$W/$name.safetensors" > /dev/null
   rm -rf "$W/$name-index"
-  $T embed -q --json --model "$W/$name.safetensors" --catalog "$W/$name-cat" --out "$W/$name-index" --batch "$batch" > "$W/$name.json"
+  $T embed -q --json --precision "${PRECISION:-f32}" --model "$W/$name.safetensors" --catalog "$W/$name-cat" --out "$W/$name-index" --batch "$batch" > "$W/$name.json"
   python3 - "$W/$name.json" "$name" "$size" "$batch" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); st = s["stage_seconds"]

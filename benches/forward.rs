@@ -4,18 +4,24 @@
 //! `TAILOR_BENCH_PYTHON=/path/to/python` (a Python with torch) the PyTorch implementation
 //! in `tools/asen_ref.py` runs the same measurements in the same run and ratios are printed.
 //!
-//! Settings: TAILOR_BENCH_BATCHES (default "16"), TAILOR_BENCH_ITERS (default 3; the
-//! per-attribute way runs once), RAYON_NUM_THREADS (default: physical cores).
+//! Precisions: `-- --precision f32,bf16` (comma-separated f32, bf16, auto; default f32
+//! and, where the CPU has AVX512-BF16, bf16): the trunk and shared rates per precision.
+//! The PyTorch side adds bf16 autocast channels-last and prints the oneDNN convolution
+//! implementations (ISA) it ran.
 //!
-//!     RAYON_NUM_THREADS=2 TAILOR_BENCH_PYTHON=/work/venv-torch/bin/python \
-//!         cargo bench --bench forward
+//! Settings: TAILOR_BENCH_BATCHES (default "16"), TAILOR_BENCH_ITERS (default 3; the
+//! per-attribute way runs once), TAILOR_BENCH_QUICK=1 (skip candle's ops and the
+//! per-attribute way, both sides), RAYON_NUM_THREADS (default: physical cores).
+//!
+//!     RAYON_NUM_THREADS=2 TAILOR_BENCH_PYTHON=$(bash tools/torch_venv.sh) \
+//!         cargo bench --bench forward -- --precision f32,bf16
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use tailor::model::{Arch, BackboneConfig, Model, ModelConfig};
+use tailor::model::{Arch, BackboneConfig, Model, ModelConfig, Precision};
 
 const FASHIONAI: [&str; 8] = [
     "skirt_length",
@@ -69,6 +75,20 @@ fn main() -> tailor::Result<()> {
     let iters: usize = env_or("TAILOR_BENCH_ITERS", "3")
         .parse()
         .expect("TAILOR_BENCH_ITERS");
+    let quick = env_or("TAILOR_BENCH_QUICK", "0") != "0";
+    let args: Vec<String> = std::env::args().collect();
+    let precisions: Vec<Precision> = match args.iter().position(|a| a == "--precision") {
+        Some(i) => args
+            .get(i + 1)
+            .expect("--precision LIST")
+            .split(',')
+            .map(|p| p.trim().parse().expect("--precision: f32, bf16 or auto"))
+            .collect(),
+        None if tailor::model::bf16::Kernel::detect().is_some() => {
+            vec![Precision::F32, Precision::Bf16]
+        }
+        None => vec![Precision::F32],
+    };
     let threads = candle_core::utils::get_num_threads();
     let dev = Device::Cpu;
     let cfg = ModelConfig::new(
@@ -80,21 +100,43 @@ fn main() -> tailor::Result<()> {
     let mut model = Model::init(cfg, 0, &dev)?;
     let attrs: Vec<usize> = (0..FASHIONAI.len()).collect();
     println!(
-        "forward throughput: ResNet-50 ASEN, 224 px, fp32, eval, {} attributes; {} threads; \
-         {}; candle 0.11.1",
+        "forward throughput: ResNet-50 ASEN, 224 px, eval, {} attributes; {} threads; \
+         {}; bf16 kernel: {}; candle 0.11.1; load average {}",
         attrs.len(),
         threads,
-        cpu_name()
+        cpu_name(),
+        tailor::model::bf16::Kernel::detect().map_or("none", |k| k.name()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut results: BTreeMap<(usize, &str, String), (f64, f64)> = BTreeMap::new();
     for &b in &batches {
         let x = Tensor::randn(0f32, 1.0, (b, 3, 224, 224), &dev)?;
-        let backbone = rate(b, iters, || {
-            model.backbone_forward(&x, false).expect("forward");
-        });
-        let shared = rate(b, iters, || {
-            model.embed(&x, &attrs).expect("forward");
-        });
+        for &p in &precisions {
+            let eff = model.set_precision(p)?;
+            let tag = format!("tailor-{eff}");
+            let backbone = rate(b, iters, || {
+                model.backbone_forward(&x, false).expect("forward");
+            });
+            let shared = rate(b, iters, || {
+                model.embed(&x, &attrs).expect("forward");
+            });
+            for (what, r) in [("backbone", backbone), ("shared", shared)] {
+                println!(
+                    "{tag:<24} batch {b:>3}  {what:<14} {:>7.2} images/s  {:>6.2} images/CPU-s",
+                    r.0, r.1
+                );
+                results.insert((b, what, tag.clone()), r);
+            }
+        }
+        model.set_precision(Precision::F32)?;
+        if quick {
+            continue;
+        }
         let per_attr = rate(b, 1, || {
             for &a in &attrs {
                 let ids = Tensor::full(a as u32, b, &dev).expect("ids");
@@ -108,29 +150,29 @@ fn main() -> tailor::Result<()> {
         });
         model.set_fast_inference(true)?;
         println!(
-            "candle ops      batch {b:>3}  backbone       {:>7.2} images/s  {:>6.2} images/CPU-s",
+            "candle ops               batch {b:>3}  backbone       {:>7.2} images/s  {:>6.2} images/CPU-s",
             candle_backbone.0, candle_backbone.1
         );
-        for (what, r) in [
-            ("backbone", backbone),
-            ("shared", shared),
-            ("per_attribute", per_attr),
-        ] {
-            println!(
-                "tailor          batch {b:>3}  {what:<14} {:>7.2} images/s  {:>6.2} images/CPU-s",
-                r.0, r.1
-            );
-            results.insert((b, what, "tailor".into()), r);
-        }
         println!(
-            "tailor          batch {b:>3}  shared / per-attribute = {:.2}x",
+            "tailor-f32               batch {b:>3}  per_attribute  {:>7.2} images/s  {:>6.2} images/CPU-s",
+            per_attr.0, per_attr.1
+        );
+        results.insert((b, "per_attribute", "tailor-f32".into()), per_attr);
+        let shared = results[&(b, "shared", "tailor-f32".to_string())];
+        println!(
+            "tailor-f32               batch {b:>3}  shared / per-attribute = {:.2}x",
             shared.0 / per_attr.0
         );
     }
     if let Ok(py) = std::env::var("TAILOR_BENCH_PYTHON") {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/forward_torch.py");
+        // The peer's command only: OpenBLAS tuning variables set for this shell must not
+        // pick PyTorch's kernels.
         let out = Command::new(&py)
             .arg(script)
+            .env_remove("OPENBLAS_CORETYPE")
+            .env_remove("OPENBLAS_L2_SIZE")
+            .env("TAILOR_BENCH_QUICK", if quick { "1" } else { "0" })
             .env("TAILOR_BENCH_THREADS", threads.to_string())
             .env("TAILOR_BENCH_BATCHES", env_or("TAILOR_BENCH_BATCHES", "16"))
             .env("TAILOR_BENCH_ITERS", iters.to_string())
@@ -139,11 +181,26 @@ fn main() -> tailor::Result<()> {
         if !out.status.success() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for line in stdout.lines() {
             let v: serde_json::Value = match serde_json::from_str(line) {
                 Ok(v) => v,
                 Err(_) => continue,
             };
+            // One forward per PyTorch mode traced with oneDNN's verbose mode: the ISA and
+            // the convolution implementations it ran.
+            if let Some(t) = v.get("trace") {
+                println!(
+                    "pytorch {:<16} ISA: {}; convolution kernels: {}",
+                    v["mode"].as_str().unwrap_or("?"),
+                    t["isa"].as_str().unwrap_or("?"),
+                    t["kernels"]
+                );
+                continue;
+            }
+            if v.get("impl").is_none() {
+                continue;
+            }
             let (imp, what, b, r) = (
                 v["impl"].as_str().unwrap_or("?").to_string(),
                 v["what"].as_str().unwrap_or("?").to_string(),
@@ -151,17 +208,19 @@ fn main() -> tailor::Result<()> {
                 v["images_per_s"].as_f64().unwrap_or(0.0),
             );
             let r_cpu = v["images_per_cpu_s"].as_f64().unwrap_or(f64::NAN);
-            let ours = results
+            let ratios: Vec<String> = results
                 .iter()
-                .find(|((bb, w, i), _)| *bb == b && *w == what && i == "tailor")
-                .map(|(_, r)| *r)
-                .unwrap_or((f64::NAN, f64::NAN));
+                .filter(|((bb, w, _), _)| *bb == b && *w == what)
+                .map(|((_, _, i), o)| {
+                    format!("{i}/this = {:.2}x wall, {:.2}x CPU", o.0 / r, o.1 / r_cpu)
+                })
+                .collect();
             println!(
                 "{imp:<24} batch {b:>3}  {what:<14} {r:>7.2} images/s  {r_cpu:>6.2} images/CPU-s   \
-                 tailor/this = {:.2}x wall, {:.2}x CPU  (torch {})",
-                ours.0 / r,
-                ours.1 / r_cpu,
-                v["torch"].as_str().unwrap_or("?")
+                 {}  (torch {}, {})",
+                ratios.join("; "),
+                v["torch"].as_str().unwrap_or("?"),
+                v["isa"].as_str().unwrap_or("?")
             );
         }
     }

@@ -685,3 +685,104 @@ fn the_array_recipe_with_local_processes_gives_the_single_machine_index() {
         }
     }
 }
+
+/// `--precision`: bf16 vectors close to f32 ones where the CPU has AVX512-BF16; a clear
+/// refusal (exit 2, no index) where it has none, forced by hiding the feature; `auto`
+/// falls back to f32 there; `search --image --precision` the same.
+#[test]
+fn precision_bf16_embeds_close_to_f32_or_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, model) = setup(dir.path(), 12);
+    let f32_dir = dir.path().join("f32");
+    let summary: serde_json::Value = serde_json::from_str(&ok(embed(
+        &model,
+        &catalog,
+        &f32_dir,
+        &["--precision", "f32"],
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(summary["precision"], "f32");
+
+    // No AVX512-BF16 (forced): bf16 refused by name, auto falls back to f32.
+    let hidden = [(tailor::model::bf16::DISABLE_ENV, "1")];
+    let refused_dir = dir.path().join("refused");
+    let out = embed(
+        &model,
+        &catalog,
+        &refused_dir,
+        &["--precision", "bf16"],
+        &hidden,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AVX512-BF16"), "{err}");
+    assert!(!refused_dir.exists());
+    let auto: serde_json::Value = serde_json::from_str(&ok(embed(
+        &model,
+        &catalog,
+        &dir.path().join("auto"),
+        &["--precision", "auto"],
+        &hidden,
+    )))
+    .unwrap();
+    assert_eq!(auto["precision"], "f32");
+    let out = embed(
+        &model,
+        &catalog,
+        &refused_dir,
+        &["--precision", "half"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+
+    if tailor::model::bf16::Kernel::detect().is_none() {
+        return;
+    }
+    let bf_dir = dir.path().join("bf16");
+    let summary: serde_json::Value = serde_json::from_str(&ok(embed(
+        &model,
+        &catalog,
+        &bf_dir,
+        &["--precision", "bf16"],
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(summary["precision"], "bf16");
+    let (a, b) = (
+        Index::open(&f32_dir).unwrap(),
+        Index::open(&bf_dir).unwrap(),
+    );
+    let mut worst = 1f32;
+    for attr in a.attributes() {
+        for row in 0..a.len() {
+            let (x, y) = (a.vector(attr, row).unwrap(), b.vector(attr, row).unwrap());
+            let cos: f32 = x.iter().zip(y.iter()).map(|(p, q)| p * q).sum();
+            worst = worst.min(cos);
+        }
+    }
+    assert!(worst > 0.99, "bf16 vs f32 cosine {worst}");
+    assert!(worst < 1.0, "bf16 changed nothing: cosine {worst}");
+    let image = catalog.join("SynthFashion/images/000002.png");
+    let hits: serde_json::Value = serde_json::from_str(&ok(tailor(
+        &[
+            "search",
+            "--json",
+            "--index",
+            s(&f32_dir),
+            "--attr",
+            "collar",
+            "--image",
+            s(&image),
+            "--precision",
+            "bf16",
+            "-k",
+            "1",
+            "--exact",
+        ],
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(hits["results"][0]["id"], "sf-000002");
+}

@@ -28,6 +28,10 @@ pub struct EmbedArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Trunk precision on the CPU: f32, bf16 (bf16 products with f32 accumulation; needs
+    /// AVX512-BF16) or auto (bf16 where the CPU has it).
+    #[arg(long, default_value = "f32")]
+    precision: model::Precision,
     /// Embed only the K-th of N deterministic parts of the catalog (by a hash of the id)
     /// and publish it as segment K of the segment set at --out.
     #[arg(long)]
@@ -51,7 +55,8 @@ pub struct EmbedArgs {
 
 pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let device = model::device(&args.device)?;
-    let model = Model::load(&args.model, &device)?;
+    let mut model = Model::load(&args.model, &device)?;
+    let precision = model.set_precision(args.precision)?;
     let catalog = tailor::catalog::open(&args.catalog)?;
     let opts = EmbedOptions {
         attributes: args.attrs,
@@ -67,7 +72,9 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
     };
     let s = embed::embed_catalog(&model, &catalog, &args.out, &opts)?;
     if out.json {
-        out.print_json(&s)?;
+        let mut v = serde_json::to_value(&s)?;
+        v["precision"] = serde_json::to_value(precision)?;
+        out.print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
     if s.resumed_from > 0 {
@@ -86,6 +93,9 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         s.seconds,
         s.items_per_second
     );
+    if let Some(k) = model.bf16_kernel() {
+        println!("precision: {precision} ({k} kernel)");
+    }
     let st = s.stage_seconds;
     println!(
         "stages (s): decode {:.2}, pre-process {:.2}, model {:.2}, write {:.2}, graph {:.2}",

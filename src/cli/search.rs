@@ -36,6 +36,9 @@ pub struct SearchArgs {
     /// Device for --image: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", requires = "image")]
     device: String,
+    /// Precision for --image on the CPU: f32, bf16 or auto (see `tailor embed`).
+    #[arg(long, default_value = "f32", requires = "image")]
+    precision: tailor::model::Precision,
     /// Number of results (default 10; with --rerank, all the listed items).
     #[arg(short, long, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     k: Option<usize>,
@@ -97,7 +100,8 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         }
         (None, None, Some(image)) => {
             let device = tailor::model::device(&args.device)?;
-            let model = embed::model_for_index(ix.first(), args.model.as_deref(), &device)?;
+            let mut model = embed::model_for_index(ix.first(), args.model.as_deref(), &device)?;
+            model.set_precision(args.precision)?;
             let names: Vec<String> = attrs.iter().map(|w| w.attr.clone()).collect();
             Target::Vectors(embed::embed_image(&model, image, &names)?)
         }

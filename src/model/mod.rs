@@ -7,10 +7,12 @@
 //! model on a `VarMap` for training.
 
 pub mod backbone;
+pub mod bf16;
 pub mod config;
 mod fast;
 pub mod heads;
 pub mod legacy_pth;
+pub mod precision;
 pub mod preprocess;
 pub mod weights;
 
@@ -24,6 +26,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use backbone::BackboneOutput;
 pub use config::{Arch, BackboneConfig, ModelConfig};
+pub use precision::Precision;
 pub use preprocess::preprocess;
 pub use weights::LoadProblems;
 
@@ -52,6 +55,18 @@ pub fn device(spec: &str) -> Result<Device> {
             ))),
         },
     }
+}
+
+fn no_bf16_cpu() -> Error {
+    Error::Usage(format!(
+        "--precision bf16 needs a CPU with AVX512-BF16 (x86-64 AVX512F+BW+BF16), and this \
+         one has none{}; use --precision f32 (or auto, which falls back to f32)",
+        if std::env::var(bf16::DISABLE_ENV).is_ok_and(|v| v != "0") {
+            format!(" ({} is set)", bf16::DISABLE_ENV)
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// The outputs of a training-mode (or per-image-attribute) forward pass.
@@ -149,6 +164,8 @@ pub struct Model {
     /// Batch-norm-folded channels-last trunk for eval-mode CPU inference (absent for
     /// trainable models, whose weights change).
     fast: Option<fast::FastTrunk>,
+    /// The trunk's precision in effect (f32 or bf16, never auto).
+    precision: Precision,
     /// Whether the tensors are Vars that training may change (no identity caching then).
     trainable: bool,
     identity: std::sync::OnceLock<String>,
@@ -190,6 +207,7 @@ impl Model {
             tensors: record,
             device: device.clone(),
             fast,
+            precision: Precision::F32,
             trainable: !fold,
             identity: std::sync::OnceLock::new(),
         })
@@ -391,14 +409,70 @@ impl Model {
         self.fast.is_some()
     }
 
-    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk.
+    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk, in the
+    /// precision set before.
     pub fn set_fast_inference(&mut self, on: bool) -> Result<()> {
         self.fast = if on && self.device.is_cpu() {
-            Some(fast::FastTrunk::fold(&self.backbone)?)
+            let mut t = fast::FastTrunk::fold(&self.backbone)?;
+            if self.precision == Precision::Bf16 {
+                t.use_bf16(bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?);
+            }
+            Some(t)
         } else {
             None
         };
         Ok(())
+    }
+
+    /// Sets the precision of eval-mode forwards and returns the one in effect (`auto`
+    /// resolved). bf16 converts the trunk's folded weights once, here; it needs the
+    /// folded CPU trunk (a CPU model built for inference) and a CPU with AVX512-BF16,
+    /// and is refused with a [`Error::Usage`] otherwise. `auto` is bf16 exactly where
+    /// [`Model::bf16_available`] holds.
+    pub fn set_precision(&mut self, p: Precision) -> Result<Precision> {
+        let p = match p {
+            Precision::Auto if self.bf16_available() => Precision::Bf16,
+            Precision::Auto => Precision::F32,
+            p => p,
+        };
+        if p == Precision::Bf16 {
+            let kernel = bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?;
+            let fast = self.fast.as_mut().ok_or_else(|| {
+                Error::Usage(format!(
+                    "--precision bf16 runs on the CPU inference trunk; this model is on {:?}{}: \
+                     use --precision f32",
+                    self.device.location(),
+                    if self.trainable { " and trainable" } else { "" }
+                ))
+            })?;
+            if fast.bf16_kernel().is_none() {
+                fast.use_bf16(kernel);
+            }
+        } else if self.precision == Precision::Bf16 {
+            self.precision = Precision::F32;
+            self.set_fast_inference(self.fast.is_some())?;
+        }
+        self.precision = p;
+        Ok(p)
+    }
+
+    /// The precision in effect: f32 or bf16.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether `--precision bf16` (and so `auto`) can run here: a CPU inference model on a
+    /// CPU with AVX512-BF16.
+    pub fn bf16_available(&self) -> bool {
+        self.fast.is_some() && bf16::Kernel::detect().is_some()
+    }
+
+    /// The bf16 kernel in use (`avx512-bf16`), `None` in f32.
+    pub fn bf16_kernel(&self) -> Option<&'static str> {
+        self.fast
+            .as_ref()
+            .and_then(|f| f.bf16_kernel())
+            .map(|k| k.name())
     }
 
     /// Training-mode (or mixed-attribute) forward: image i embedded for attribute
@@ -655,6 +729,47 @@ mod tests {
         assert!(m
             .forward_t(&images, &Tensor::new(&[3u32, 0, 0], &dev).unwrap(), false)
             .is_err());
+    }
+
+    #[test]
+    fn bf16_precision_stays_close_to_f32_and_switches_back_exactly() {
+        let dev = Device::Cpu;
+        let mut m = Model::init(tiny(Arch::AgMan), 4, &dev).unwrap();
+        let images = Tensor::randn(0f32, 1.0, (1, 3, 64, 48), &dev).unwrap();
+        let f32_embs = m.embed(&images, &[0, 2]).unwrap();
+        if bf16::Kernel::detect().is_none() {
+            assert!(!m.bf16_available());
+            assert!(matches!(
+                m.set_precision(Precision::Bf16),
+                Err(Error::Usage(_))
+            ));
+            assert_eq!(m.set_precision(Precision::Auto).unwrap(), Precision::F32);
+            return;
+        }
+        assert_eq!(m.set_precision(Precision::Auto).unwrap(), Precision::Bf16);
+        assert_eq!(m.bf16_kernel(), Some("avx512-bf16"));
+        let bf = m.embed(&images, &[0, 2]).unwrap();
+        for (a, b) in f32_embs.iter().zip(&bf) {
+            let cos = (a * b).unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+            assert!(cos.iter().all(|&c| c > 0.99 && c < 1.0), "{cos:?}");
+        }
+        // Rebuilding the folded trunk keeps bf16; f32 again gives the f32 outputs exactly.
+        m.set_fast_inference(true).unwrap();
+        assert_eq!(m.bf16_kernel(), Some("avx512-bf16"));
+        assert_eq!(m.set_precision(Precision::F32).unwrap(), Precision::F32);
+        assert_eq!(m.bf16_kernel(), None);
+        let again = m.embed(&images, &[0, 2]).unwrap();
+        for (a, b) in f32_embs.iter().zip(&again) {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        }
+        // The trainable copy has no folded trunk: bf16 refused, auto is f32.
+        let mut t = m.trainable(&VarMap::new()).unwrap();
+        assert!(matches!(
+            t.set_precision(Precision::Bf16),
+            Err(Error::Usage(_))
+        ));
+        assert_eq!(t.set_precision(Precision::Auto).unwrap(), Precision::F32);
     }
 
     #[test]
