@@ -32,6 +32,9 @@ pub enum ModelCommand {
         /// Input side in pixels (default: 224 for resnet50, 64 for tiny).
         #[arg(long)]
         input_size: Option<u32>,
+        /// Where the weights are drawn: cpu, cuda or cuda:N (the file is the same).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Wrap an authors' checkpoint (safetensors, or PyTorch zip .pth/.pth.tar) as a tailor
     /// model file. Attribute order must be the checkpoint's (the authors' meta.json order).
@@ -63,6 +66,9 @@ pub enum ModelCommand {
         /// CSN/triplet embedding size (default 1024 for resnet50).
         #[arg(long)]
         embed_dim: Option<usize>,
+        /// Where the checkpoint is loaded and checked: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Architecture, attributes, input size and parameters of a model file.
     Info {
@@ -171,7 +177,6 @@ fn schema_from(path: &Path) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
 }
 
 pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
-    let device = model::device("cpu")?;
     match cmd {
         ModelCommand::Init {
             arch,
@@ -180,7 +185,9 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             out: path,
             seed,
             input_size,
+            device,
         } => {
+            let device = model::device(&device)?;
             let (attributes, values) = schema_from(&catalog)?;
             let mut cfg = ModelConfig::new(arch, backbone(&bb)?, attributes, values);
             if let Some(s) = input_size {
@@ -200,7 +207,9 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             out: path,
             input_size,
             embed_dim,
+            device,
         } => {
+            let device = model::device(&device)?;
             let (attributes, values) = match (catalog, attributes) {
                 (Some(c), _) => schema_from(&c)?,
                 (None, Some(a)) => (a, vec![]),
@@ -219,7 +228,7 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             print_info(&info(path, &m)?, out)?;
         }
         ModelCommand::Info { model: path } => {
-            let m = Model::load(&path, &device)?;
+            let m = Model::load(&path, &candle_core::Device::Cpu)?;
             print_info(&info(path, &m)?, out)?;
         }
     }
