@@ -47,7 +47,7 @@ ENV
 install() {
     local marker=$root/installed
     local want
-    want=$(printf '%s\n' "${packages[@]}")
+    want=$(printf '%s\n' "${packages[@]}" "libcuda stub 2")
     if [[ -f $marker && $(cat "$marker") == "$want" && -x $cu/bin/nvcc ]]; then
         return 0
     fi
@@ -69,7 +69,9 @@ install() {
 
 # libcuda.so.1 is the driver's, not a pip package: link against a stub that has its soname
 # and every cu* symbol the build references, so the binary loads the real driver library
-# at run time. The symbol list comes from cudarc's driver bindings.
+# at run time. The symbol list comes from cudarc's driver bindings. Every stub function
+# returns CUDA_ERROR_NO_DEVICE (100): a binary that loads the stub instead of a driver
+# behaves as on a machine without a GPU (CI checks that message).
 make_libcuda_stub() {
     local bindings
     bindings=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -path '*cudarc-0.19.10/src/driver/sys/mod.rs' | head -1)
@@ -78,8 +80,9 @@ make_libcuda_stub() {
         bindings=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -path '*cudarc-0.19.10/src/driver/sys/mod.rs' | head -1)
     fi
     grep -oE '^ +fn cu[A-Za-z0-9_]+\(' "$bindings" | sed -E 's/^ +fn //; s/\($//' | sort -u |
-        awk '{print "void " $1 "(void) {}"}' >"$stub_dir/libcuda.c"
+        awk '{print "int " $1 "(void) { return 100; }"}' >"$stub_dir/libcuda.c"
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub_dir/libcuda.so" "$stub_dir/libcuda.c"
+    ln -sf libcuda.so "$stub_dir/libcuda.so.1"
 }
 
 case ${1:-} in

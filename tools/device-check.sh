@@ -38,7 +38,22 @@ do_pack() {
     strip -o "$pack/device-tests" "$test_bin"
     gzip -9 "$pack/tailor" "$pack/device-tests"
     ls -l "$pack" >&2
+    no_gpu_smoke_test target/cuda/release/tailor
     log "carry target/device-pack (with the working tree) and run: tools/device-check.sh run"
+}
+
+# The CUDA build on a machine without a GPU (the libcuda stub answers CUDA_ERROR_NO_DEVICE
+# to everything): a clear error with exit status 2, no panic.
+no_gpu_smoke_test() {
+    local bin=$1 err rc=0
+    err=$(LD_LIBRARY_PATH=$repo/.cuda/stubs:$repo/.cuda/pip/nvidia/cu13/lib \
+        "$bin" model init --arch asen --backbone tiny --catalog fixtures/synth-small \
+        --out "$(mktemp -d)/m.safetensors" --device cuda:1 2>&1) || rc=$?
+    if [[ $rc != 2 || $err != *"CUDA cannot start"* || $err == *panicked* ]]; then
+        log "no-GPU smoke test failed (exit $rc): $err"
+        exit 1
+    fi
+    log "no-GPU smoke test: $err"
 }
 
 # Adds the CUDA libraries of the pip packages (next to torch) to LD_LIBRARY_PATH when the
