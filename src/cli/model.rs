@@ -33,6 +33,9 @@ pub enum ModelCommand {
         /// Input side in pixels (default: 224 for resnet50, 64 for tiny).
         #[arg(long, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
         input_size: Option<u32>,
+        /// Where the weights are drawn: cpu, cuda or cuda:N (the file is the same).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Wrap an authors' checkpoint (safetensors, or PyTorch .pth/.pth.tar, zip or legacy) as a tailor
     /// model file. Attribute order must be the checkpoint's (the authors' meta.json order).
@@ -65,6 +68,9 @@ pub enum ModelCommand {
         /// CSN/triplet embedding size (default 1024 for resnet50).
         #[arg(long, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
         embed_dim: Option<usize>,
+        /// Where the checkpoint is loaded and checked: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Architecture, attributes, input size and parameters of a model file.
     Info {
@@ -175,7 +181,6 @@ fn schema_from(path: &Path) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
 }
 
 pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
-    let device = model::device("cpu")?;
     match cmd {
         ModelCommand::Init {
             arch,
@@ -184,7 +189,9 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             out: path,
             seed,
             input_size,
+            device,
         } => {
+            let device = model::device(&device)?;
             let (attributes, values) = schema_from(&catalog)?;
             let mut cfg = ModelConfig::new(arch, backbone(&bb)?, attributes, values);
             if let Some(s) = input_size {
@@ -204,7 +211,9 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             out: path,
             input_size,
             embed_dim,
+            device,
         } => {
+            let device = model::device(&device)?;
             let (attributes, values) = match (catalog, attributes) {
                 (Some(c), _) => schema_from(&c)?,
                 (None, Some(a)) => (a, vec![]),
@@ -223,7 +232,7 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             print_info(&info(path, &m)?, out)?;
         }
         ModelCommand::Info { model: path } => {
-            let m = Model::load(&path, &device)?;
+            let m = Model::load(&path, &candle_core::Device::Cpu)?;
             print_info(&info(path, &m)?, out)?;
         }
     }

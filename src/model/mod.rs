@@ -35,23 +35,17 @@ use backbone::ResNet;
 use heads::{ag_man::AgManHead, asen::AsenHead, asen_v2::AsenV2Head, csn::CsnHead, HeadForward};
 use weights::{Checked, Record, Recording, SeededInit};
 
-/// Parses `cpu`, `cuda` or `cuda:N`. CUDA needs a build with the `cuda` feature.
+/// Parses `cpu`, `cuda` or `cuda:N` and opens that device. CUDA needs a build with the
+/// `cuda` feature, the NVIDIA driver and a GPU with that ordinal; each missing piece is a
+/// [`Error::Usage`] saying which, never a panic.
 pub fn device(spec: &str) -> Result<Device> {
-    let cuda = |ordinal: usize| {
-        if !candle_core::utils::cuda_is_available() {
-            return Err(Error::Usage(format!(
-                "device {spec:?}: this tailor was built without CUDA; rebuild with                  `cargo build --release --features cuda` (needs nvcc and the CUDA libraries)"
-            )));
-        }
-        Ok(Device::new_cuda(ordinal)?)
-    };
     match spec {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
+        "cuda" => open_cuda(spec, 0),
         s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => cuda(n),
+            Some(Ok(n)) => open_cuda(spec, n),
             _ => Err(Error::Usage(format!(
-                "unknown device {spec:?}: expected cpu, cuda or cuda:N"
+                "unknown device {spec:?}: expected cpu, cuda or cuda:N (N a GPU ordinal)"
             ))),
         },
     }
@@ -67,6 +61,56 @@ fn no_bf16_cpu() -> Error {
             String::new()
         }
     ))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(spec: &str, _ordinal: usize) -> Result<Device> {
+    Err(Error::Usage(format!(
+        "device {spec:?}: this tailor was built without CUDA; rebuild with \
+         `cargo build --release --features cuda` (README: Building with CUDA)"
+    )))
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(spec: &str, ordinal: usize) -> Result<Device> {
+    use candle_core::cuda_backend::cudarc::driver::{result, CudaContext};
+    // cuInit fails without a GPU (CUDA_ERROR_NO_DEVICE) or with a driver older than the
+    // CUDA this build targets (CUDA_ERROR_INSUFFICIENT_DRIVER).
+    result::init().map_err(|e| {
+        Error::Usage(format!(
+            "device {spec:?}: CUDA cannot start ({e:?}): no NVIDIA GPU visible, or its \
+             driver is missing or older than this build's CUDA"
+        ))
+    })?;
+    let count = CudaContext::device_count().map_err(|e| {
+        Error::Usage(format!(
+            "device {spec:?}: cannot count CUDA devices ({e:?})"
+        ))
+    })?;
+    let count = count.max(0) as usize;
+    if ordinal >= count {
+        return Err(Error::Usage(match count {
+            0 => format!("device {spec:?}: no CUDA device on this machine"),
+            n => format!(
+                "device {spec:?}: no CUDA device {ordinal}; this machine has {n} (cuda:0 to cuda:{})",
+                n - 1
+            ),
+        }));
+    }
+    Device::new_cuda(ordinal)
+        .map_err(|e| Error::Usage(format!("device {spec:?}: cannot open the GPU: {e}")))
+}
+
+/// Parses a compute precision for [`Model::with_compute_dtype`]: `f32`, `bf16` or `f16`.
+pub fn compute_dtype(name: &str) -> Result<DType> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(Error::Usage(format!(
+            "unknown precision {other:?}: expected f32, bf16 or f16"
+        ))),
+    }
 }
 
 /// The outputs of a training-mode (or per-image-attribute) forward pass.
@@ -166,9 +210,19 @@ pub struct Model {
     fast: Option<fast::FastTrunk>,
     /// The trunk's precision in effect (f32 or bf16, never auto).
     precision: Precision,
+    /// The dtype of the candle-ops path (weights, activations); outputs are always f32.
+    dtype: DType,
     /// Whether the tensors are Vars that training may change (no identity caching then).
     trainable: bool,
     identity: std::sync::OnceLock<String>,
+}
+
+/// The dispatch point between the two inference paths: the folded channels-last trunk
+/// (`fast.rs`) is CPU f32 code; every other device or dtype runs candle's ops, which
+/// candle implements for the GPU (and which equal the fast path, see
+/// `tests/device_paths.rs`).
+fn uses_fast_trunk(device: &Device, dtype: DType) -> bool {
+    device.is_cpu() && dtype == DType::F32
 }
 
 fn build_parts(cfg: &ModelConfig, vb: VarBuilder) -> candle_core::Result<(ResNet, Head)> {
@@ -195,7 +249,7 @@ impl Model {
         };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
         let (backbone, head) = build_parts(&cfg, vb)?;
-        let fast = if fold && device.is_cpu() {
+        let fast = if fold && uses_fast_trunk(device, DType::F32) {
             Some(fast::FastTrunk::fold(&backbone)?)
         } else {
             None
@@ -208,6 +262,7 @@ impl Model {
             device: device.clone(),
             fast,
             precision: Precision::F32,
+            dtype: DType::F32,
             trainable: !fold,
             identity: std::sync::OnceLock::new(),
         })
@@ -349,6 +404,79 @@ impl Model {
         &self.device
     }
 
+    /// The dtype inference computes in (f32 unless [`Model::with_compute_dtype`] changed it).
+    pub fn compute_dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// This inference model computing in `dtype` on its device: the weights converted once,
+    /// images converted on entry, embeddings, attention and logits returned as f32. Reduced
+    /// precision runs candle's ops (the GPU path); on the CPU, candle has f16 but no bf16
+    /// matrix products, so bf16 there is refused. Identity and saved weights stay those of
+    /// the f32 model, so an index embedded in bf16 still names the model that made it.
+    pub fn with_compute_dtype(&self, dtype: DType) -> Result<Model> {
+        if self.trainable {
+            return Err(Error::Usage(
+                "reduced precision is for inference; training computes in f32".into(),
+            ));
+        }
+        match dtype {
+            DType::F32 | DType::F16 => {}
+            DType::BF16 if !self.device.is_cpu() => {}
+            DType::BF16 => {
+                return Err(Error::Usage(
+                    "bf16 needs a GPU here (candle's CPU matrix products have no bf16); use \
+                     f32, or f16 (slow) on the CPU"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(Error::Usage(format!(
+                    "compute dtype {other:?}: expected f32, bf16 or f16"
+                )))
+            }
+        }
+        let identity = self.identity()?;
+        let tensors: HashMap<String, Tensor> = self
+            .tensors
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, dtype, &self.device);
+        let (backbone, head) = build_parts(&self.cfg, vb)?;
+        let fast = if uses_fast_trunk(&self.device, dtype) {
+            Some(fast::FastTrunk::fold(&backbone)?)
+        } else {
+            None
+        };
+        let model = Model {
+            cfg: self.cfg.clone(),
+            backbone,
+            head,
+            // The f32 originals: saving and hashing see the model as loaded.
+            tensors: self.tensors.clone(),
+            device: self.device.clone(),
+            fast,
+            precision: Precision::F32,
+            dtype,
+            trainable: false,
+            identity: std::sync::OnceLock::new(),
+        };
+        let _ = model.identity.set(identity);
+        Ok(model)
+    }
+
+    /// f32 outputs whatever the compute dtype.
+    fn to_f32(&self, t: Tensor) -> Result<Tensor> {
+        if t.dtype() == DType::F32 {
+            Ok(t)
+        } else {
+            Ok(t.to_dtype(DType::F32)?)
+        }
+    }
+
     /// Number of scalar parameters (batch-norm statistics included).
     pub fn parameter_count(&self) -> usize {
         self.tensors
@@ -383,24 +511,35 @@ impl Model {
         Ok(id)
     }
 
-    /// Runs the trunk: the head's input map (and AG-MAN's logits).
+    /// Runs the trunk: the head's input map (in the compute dtype) and AG-MAN's logits (f32).
     pub fn backbone_forward(&self, images: &Tensor, train: bool) -> Result<BackboneOutput> {
         self.check_images(images)?;
-        match &self.fast {
+        let converted;
+        let images = if images.dtype() == self.dtype {
+            images
+        } else {
+            converted = images.to_dtype(self.dtype)?;
+            &converted
+        };
+        let out = match &self.fast {
             Some(fast) if !train => {
                 let multi = self.cfg.arch.multi_level();
                 let (x2, x3) = fast.forward(images, multi)?;
                 let x3 = x3.to_nchw(&self.device)?;
                 match x2 {
-                    Some(x2) => Ok(self.backbone.finish(x2.to_nchw(&self.device)?, x3, false)?),
-                    None => Ok(BackboneOutput {
+                    Some(x2) => self.backbone.finish(x2.to_nchw(&self.device)?, x3, false)?,
+                    None => BackboneOutput {
                         map: x3,
                         logits: None,
-                    }),
+                    },
                 }
             }
-            _ => Ok(self.backbone.forward_t(images, train)?),
-        }
+            _ => self.backbone.forward_t(images, train)?,
+        };
+        Ok(BackboneOutput {
+            logits: out.logits.map(|l| self.to_f32(l)).transpose()?,
+            map: out.map,
+        })
     }
 
     /// Whether eval-mode forwards use the folded channels-last trunk (CPU models built for
@@ -409,10 +548,11 @@ impl Model {
         self.fast.is_some()
     }
 
-    /// Drops (false) or rebuilds (true, CPU only) the folded inference trunk, in the
-    /// precision set before.
+    /// Drops (false) or rebuilds (true, CPU f32 compute only) the folded inference trunk,
+    /// in the precision set before. Off, a CPU model runs the candle-ops path a GPU runs,
+    /// which is how tests compare the two.
     pub fn set_fast_inference(&mut self, on: bool) -> Result<()> {
-        self.fast = if on && self.device.is_cpu() {
+        self.fast = if on && !self.trainable && uses_fast_trunk(&self.device, self.dtype) {
             let mut t = fast::FastTrunk::fold(&self.backbone)?;
             if self.precision == Precision::Bf16 {
                 t.use_bf16(bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?);
@@ -435,6 +575,19 @@ impl Model {
             Precision::Auto => Precision::F32,
             p => p,
         };
+        if !self.device.is_cpu() {
+            // On a GPU, bf16 is candle's bf16 ops on the device (f32 outputs); `auto` stays
+            // f32 there, since its rule is about the CPU's bf16 instructions.
+            let dtype = match p {
+                Precision::Bf16 => DType::BF16,
+                _ => DType::F32,
+            };
+            if dtype != self.dtype {
+                *self = self.with_compute_dtype(dtype)?;
+            }
+            self.precision = p;
+            return Ok(p);
+        }
         if p == Precision::Bf16 {
             let kernel = bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?;
             let fast = self.fast.as_mut().ok_or_else(|| {
@@ -482,8 +635,8 @@ impl Model {
         let attrs = self.check_attr_tensor(attrs, images.dim(0)?)?;
         let h = self.head.forward_t(&out.map, &attrs, train)?;
         Ok(HeadOutput {
-            embeddings: h.embeddings,
-            attention: h.attention,
+            embeddings: self.to_f32(h.embeddings)?,
+            attention: self.to_f32(h.attention)?,
             logits: out.logits,
         })
     }
@@ -501,8 +654,8 @@ impl Model {
                 let ids = Tensor::full(a as u32, b, &self.device)?;
                 let h = self.head.attend(&out.map, &part, &ids)?;
                 Ok(HeadOutput {
-                    embeddings: h.embeddings,
-                    attention: h.attention,
+                    embeddings: self.to_f32(h.embeddings)?,
+                    attention: self.to_f32(h.attention)?,
                     logits: out.logits.clone(),
                 })
             })
