@@ -39,6 +39,13 @@ pub use reader::{verify_dir, FileCheck, Hit, Index, SearchOptions, VerifyReport,
 pub use set::IndexSet;
 pub use writer::{lock_writer, WriterLock, WRITER_LOCK_FILE};
 
+// The module paths of the flat layout before the split (`super::manifest::Manifest`,
+// `super::format::FileEntry`, ...), for crate code written against it.
+#[allow(unused_imports)]
+pub(crate) use disk::{format, manifest, store};
+#[allow(unused_imports)]
+pub(crate) use hnsw::graph;
+
 /// Inner-product kernels and normalisation (used by the query engine and the benches).
 pub mod distance {
     pub use super::hnsw::distance::{dot_f32, normalize};
