@@ -404,6 +404,10 @@ fn wait_for_holder(lock: &Path, child: &mut std::process::Child) -> u32 {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features failpoints --test embed"
+)]
 fn a_second_job_on_the_same_output_is_refused_or_waits() {
     let dir = tempfile::tempdir().unwrap();
     let (catalog, model) = setup(dir.path(), 40);
@@ -494,6 +498,10 @@ fn csv_catalog(path: &Path, catalog: &Path, order: &[usize]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features failpoints --test embed"
+)]
 fn a_job_killed_then_restarted_on_an_edited_catalog_starts_over_and_is_correct() {
     let dir = tempfile::tempdir().unwrap();
     let (catalog, model) = setup(dir.path(), 40);
@@ -606,6 +614,10 @@ fn the_rejects_report_is_replaced_on_every_run() {
 /// it: four tasks at once, one killed mid-way and run again while a duplicate of another
 /// is retried; the set equals the single-machine index bit for bit.
 #[test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature: cargo test --features failpoints --test embed"
+)]
 fn the_array_recipe_with_local_processes_gives_the_single_machine_index() {
     let dir = tempfile::tempdir().unwrap();
     let (catalog, model) = setup(dir.path(), 64);

@@ -3,7 +3,7 @@
 //! task killed mid-way and requeued. Ignored by default (needs root, apt-get and about
 //! three minutes, most of it Slurm's fixed delay before a requeued job may start):
 //!
-//!     cargo test --test slurm -- --ignored --nocapture
+//!     cargo test --features failpoints --test slurm -- --ignored --nocapture
 //!
 //! CI runs the same recipe with local processes (tests/embed.rs,
 //! `the_array_recipe_with_local_processes_gives_the_single_machine_index`).
@@ -45,7 +45,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-#[ignore = "needs root and Debian's slurm-wlm + munge: cargo test --test slurm -- --ignored"]
+#[ignore = "needs root and Debian's slurm-wlm + munge: cargo test --features failpoints --test slurm -- --ignored"]
 fn the_readme_array_recipe_on_slurm_survives_a_killed_and_requeued_task() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tailor = env!("CARGO_BIN_EXE_tailor");

@@ -475,16 +475,18 @@ fn failpoint_abort_after(done: usize) {
     let _ = done;
 }
 
-/// Test hook: `TAILOR_FAILPOINT_EMBED_BATCH_SLEEP_MS=N` sleeps N ms after every batch,
-/// so tests can start a second job while the first surely runs.
-/// `TAILOR_FAILPOINT_EMBED_HOLD_UNTIL=FILE` holds the job after its first batch until
+/// Test hooks (only with the `failpoints` feature): `TAILOR_FAILPOINT_EMBED_BATCH_SLEEP_MS=N`
+/// sleeps N ms after every batch, so tests can start a second job while the first surely
+/// runs. `TAILOR_FAILPOINT_EMBED_HOLD_UNTIL=FILE` holds the job after its first batch until
 /// FILE exists (the test's signal), so a second job surely meets a running one.
 fn failpoint_batch_sleep() {
+    #[cfg(feature = "failpoints")]
     if let Ok(v) = std::env::var("TAILOR_FAILPOINT_EMBED_BATCH_SLEEP_MS") {
         if let Ok(ms) = v.parse::<u64>() {
             std::thread::sleep(Duration::from_millis(ms));
         }
     }
+    #[cfg(feature = "failpoints")]
     if let Some(path) = std::env::var_os("TAILOR_FAILPOINT_EMBED_HOLD_UNTIL") {
         while !Path::new(&path).exists() {
             std::thread::sleep(Duration::from_millis(20));
