@@ -171,6 +171,8 @@ do_run() {
     step tailor-bench 180 "$bin/device-tests" --ignored --exact gpu_throughput --nocapture
     step torch-bench 180 python3 tools/torch_device_bench.py
     if [[ ${dry_run:-0} == 1 ]]; then
+        # Canned inputs that test the report's arithmetic; they are not measurements.
+        log "DRY RUN: the table below is made from canned numbers, not measurements"
         printf '%s\n' \
             '{"impl":"tailor","what":"embed","mode":"F32","batch":64,"images_per_s":100.0}' \
             '{"impl":"tailor","what":"embed","mode":"BF16","batch":64,"images_per_s":300.0}' \
