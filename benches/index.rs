@@ -9,8 +9,10 @@
 //! queries/s at recall@10 >= 0.95 and >= 0.99, for each system and as ratios.
 //!
 //! Run: `cargo bench --bench index -- [--items N] [--dim D] [--queries Q]
-//!       [--python /work/venv-ann/bin/python] [--dir DIR]` (the peers are skipped
-//! when the Python venv has no hnswlib/faiss). Not built by `cargo test`.
+//!       [--python PYTHON] [--dir DIR]`. The peers' python is `--python`, else
+//! `$TAILOR_BENCH_PYTHON`, else the project's `.venv-ann/bin/python` made by
+//! `bash tools/ann_venv.sh`; they are skipped when it has no hnswlib/faiss. Not built by
+//! `cargo test`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +46,9 @@ fn parse_args() -> Args {
         dim: 1024,
         queries: 1000,
         threads: 2,
-        python: PathBuf::from("/work/venv-ann/bin/python"),
+        python: std::env::var_os("TAILOR_BENCH_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ann/bin/python")),
         dir: std::env::temp_dir().join("tailor-index-bench"),
         compact: vec![CompactKind::Int8, CompactKind::F16],
     };
