@@ -183,8 +183,9 @@ pub fn utc_now() -> String {
     utc_string(secs)
 }
 
-/// Formats seconds since the Unix epoch as UTC (proleptic Gregorian calendar).
-pub fn utc_string(secs: u64) -> String {
+/// Calendar date and time of day in UTC of seconds since the Unix epoch (proleptic
+/// Gregorian calendar): (year, month, day, hour, minute, second).
+pub fn utc_parts(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -197,12 +198,13 @@ pub fn utc_string(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Formats seconds since the Unix epoch as UTC, ISO 8601 (`2023-11-14T22:13:20Z`).
+pub fn utc_string(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 #[cfg(test)]
