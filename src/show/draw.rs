@@ -181,6 +181,39 @@ pub fn palette(i: usize) -> Rgb<u8> {
     Rgb([c.0, c.1, c.2])
 }
 
+/// The colour of a value: the colour it names when it names one (a "red" point drawn
+/// blue misleads), otherwise the categorical palette's `i`-th.
+pub fn value_colour(name: &str, i: usize) -> Rgb<u8> {
+    named_colour(name).unwrap_or_else(|| palette(i))
+}
+
+/// Plain colour words as they appear in catalogs' colour attributes (case and
+/// separators ignored). White is drawn light grey so it shows on the white chart.
+fn named_colour(name: &str) -> Option<Rgb<u8>> {
+    let key: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let rgb = match key.as_str() {
+        "red" => [214, 39, 40],
+        "orange" => [255, 127, 14],
+        "yellow" => [230, 200, 20],
+        "green" => [44, 160, 44],
+        "blue" => [31, 119, 180],
+        "navy" | "navyblue" => [20, 40, 110],
+        "purple" | "violet" => [148, 103, 189],
+        "pink" => [227, 119, 194],
+        "brown" => [140, 86, 75],
+        "beige" | "khaki" => [210, 190, 150],
+        "black" => [20, 20, 20],
+        "white" => [215, 215, 215],
+        "grey" | "gray" => [127, 127, 127],
+        _ => return None,
+    };
+    Some(Rgb(rgb))
+}
+
 /// A spatial attention map `h x w`, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionMap {
@@ -334,6 +367,15 @@ pub fn placeholder(side: u32, reason: &str) -> Result<RgbImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_naming_a_colour_is_drawn_in_it() {
+        let red = value_colour("Red", 0);
+        assert!(red[0] > 180 && red[1] < 80 && red[2] < 80, "{red:?}");
+        assert_eq!(value_colour("navy-blue", 3), value_colour("navy", 0));
+        assert_eq!(value_colour("v-neck", 4), palette(4));
+        assert_ne!(value_colour("white", 1), Rgb([255, 255, 255]));
+    }
 
     #[test]
     fn text_is_drawn_with_the_bundled_font() {

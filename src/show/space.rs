@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::draw::{self, palette, FONT_FAMILY};
+use super::draw::{self, value_colour, FONT_FAMILY};
 use super::sheet::{CatalogLookup, ValueSource};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -369,7 +369,7 @@ impl Plot<'_> {
             let c = if i == last {
                 RGBColor(150, 150, 150)
             } else {
-                let p = palette(i);
+                let p = value_colour(&self.labels[i], i);
                 RGBColor(p[0], p[1], p[2])
             };
             chart
