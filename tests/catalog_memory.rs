@@ -69,7 +69,12 @@ fn write_manifests(dir: &Path, n: usize) -> (std::path::PathBuf, std::path::Path
         let values: Vec<String> = (0..ATTRIBUTES.len())
             .map(|a| format!("v{}", (i * (a + 3)) % (5 + a)))
             .collect();
-        writeln!(csv, "sf-{i:07},images/{i:07}.png,{split},{}", values.join(",")).unwrap();
+        writeln!(
+            csv,
+            "sf-{i:07},images/{i:07}.png,{split},{}",
+            values.join(",")
+        )
+        .unwrap();
         let labels: Vec<String> = ATTRIBUTES
             .iter()
             .zip(&values)
@@ -110,12 +115,19 @@ fn manifest_readers_hold_a_compact_table_not_every_row() {
         assert_eq!(table.schema.len(), 7);
         let held = table.heap_bytes();
         // 10 + 18 bytes of text, 16 of offsets, 14 of label codes: 58 an item.
-        assert!(held / n <= 60, "{}: table holds {held} bytes", path.display());
+        assert!(
+            held / n <= 60,
+            "{}: table holds {held} bytes",
+            path.display()
+        );
         // While reading: the table growing (a copy when a buffer moves), one byte of
         // split and one duplicate-check entry per item. Every row kept as strings (as the
         // readers once did) cost over 1,000 bytes an item.
         let per_item = peak / n;
-        eprintln!("{}: table {held} bytes, reading peak {peak} ({per_item} an item)", path.display());
+        eprintln!(
+            "{}: table {held} bytes, reading peak {peak} ({per_item} an item)",
+            path.display()
+        );
         assert!(
             per_item < 200,
             "{}: reading peaked at {per_item} bytes an item ({peak} in all)",

@@ -534,7 +534,9 @@ impl<'p> Builder<'p> {
     /// renumbers the labels to it.
     fn finish(mut self) -> Result<(ItemTable, Vec<u8>)> {
         drop(std::mem::take(&mut self.seen));
-        if let Values::Inferred(values) = std::mem::replace(&mut self.values, Values::Given(Vec::new())) {
+        if let Values::Inferred(values) =
+            std::mem::replace(&mut self.values, Values::Given(Vec::new()))
+        {
             for (a, codes) in values.into_iter().enumerate() {
                 let mut vals: Vec<(String, u32)> = codes.into_iter().collect();
                 // Text order first, so integers written two ways ("01", "1") keep it.
@@ -549,8 +551,7 @@ impl<'p> Builder<'p> {
                     }
                     self.table.labels.remap(a, &map);
                 }
-                self.table.schema.attributes[a].values =
-                    vals.into_iter().map(|(v, _)| v).collect();
+                self.table.schema.attributes[a].values = vals.into_iter().map(|(v, _)| v).collect();
             }
             check_value_count(self.path, &self.table.schema)?;
         }
@@ -625,5 +626,57 @@ fn into_catalog(table: ItemTable, split_of: Vec<u8>) -> Catalog {
         labels: table.labels,
         splits,
         triplets: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows are read one at a time, so an attribute first named on a later line widens
+    /// the label rows read before it, and inferred values are renumbered once all are
+    /// seen (numerically here; "01" and "1" keep text order).
+    #[test]
+    fn late_attributes_and_inferred_values_are_renumbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(
+            &path,
+            "\u{feff}{\"id\": \"a\", \"image\": \"a.png\", \"size\": \"10\"}\n\
+             \n\
+             {\"id\": \"b\", \"image\": \"b.png\", \"size\": 2, \"colour\": \"red\"}\r\n\
+             {\"id\": \"c\", \"image\": \"c.png\", \"labels\": {\"colour\": \"blue\", \"size\": \"01\"}}\n\
+             {\"id\": \"d\", \"image\": \"d.png\", \"size\": \"1\", \"split\": \"test\"}",
+        )
+        .unwrap();
+        let t = read_jsonl_items(&path, None).unwrap();
+        let names: Vec<_> = t.schema.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, ["size", "colour"]);
+        assert_eq!(t.schema.attributes[0].values, ["01", "1", "2", "10"]);
+        assert_eq!(t.schema.attributes[1].values, ["blue", "red"]);
+        let row = |i: usize| (t.labels.get(i, 0), t.labels.get(i, 1));
+        assert_eq!(row(0), (Some(3), None));
+        assert_eq!(row(1), (Some(2), Some(1)));
+        assert_eq!(row(2), (Some(0), Some(0)));
+        assert_eq!(row(3), (Some(1), None));
+        assert_eq!((t.id(3), t.image(3)), ("d", Path::new("d.png")));
+        let whole = read_jsonl(&path, None).unwrap();
+        assert_eq!(whole.splits.items["test"], [3]);
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_bytes_name_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, "id,image\nx,1.png\ny,2.png\nx,3.png\n").unwrap();
+        let err = read_csv_items(&path, None).unwrap_err().to_string();
+        assert!(err.contains("duplicate id \"x\" (first on line 2)"), "{err}");
+        assert!(err.contains(":4"), "{err}");
+        let path = dir.path().join("m.jsonl");
+        let mut bytes = b"{\"id\": \"a\", \"image\": \"a.png\"}\n{\"id\": \"b".to_vec();
+        bytes.extend_from_slice(&[0xff, b'"', b'}', b'\n']);
+        std::fs::write(&path, bytes).unwrap();
+        let err = read_jsonl_items(&path, None).unwrap_err().to_string();
+        assert!(err.contains("not valid UTF-8") && err.contains(":2"), "{err}");
     }
 }

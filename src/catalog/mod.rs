@@ -120,7 +120,12 @@ impl Labels {
     /// Renumbers one attribute's values: code `c` becomes `map[c]`.
     pub(crate) fn remap(&mut self, attribute: usize, map: &[ValueId]) {
         let stride = self.attributes;
-        for v in self.values.iter_mut().skip(attribute).step_by(stride.max(1)) {
+        for v in self
+            .values
+            .iter_mut()
+            .skip(attribute)
+            .step_by(stride.max(1))
+        {
             if *v != NO_LABEL {
                 *v = map[*v as usize];
             }

@@ -218,9 +218,9 @@ pub fn embed_items(
         ),
         Resume::Resumed => {
             let done = staging.checkpoint.next_item.min(selected.len());
-            let now = selected[..done]
-                .iter()
-                .fold(0, |h, &i| staging::fold_image(h, &catalog.image_path(i as usize)));
+            let now = selected[..done].iter().fold(0, |h, &i| {
+                staging::fold_image(h, &catalog.image_path(i as usize))
+            });
             if now != staging.checkpoint.images_fingerprint {
                 staging.reset()?;
                 note(
