@@ -670,13 +670,19 @@ mod tests {
         let path = dir.path().join("m.csv");
         std::fs::write(&path, "id,image\nx,1.png\ny,2.png\nx,3.png\n").unwrap();
         let err = read_csv_items(&path, None).unwrap_err().to_string();
-        assert!(err.contains("duplicate id \"x\" (first on line 2)"), "{err}");
+        assert!(
+            err.contains("duplicate id \"x\" (first on line 2)"),
+            "{err}"
+        );
         assert!(err.contains(":4"), "{err}");
         let path = dir.path().join("m.jsonl");
         let mut bytes = b"{\"id\": \"a\", \"image\": \"a.png\"}\n{\"id\": \"b".to_vec();
         bytes.extend_from_slice(&[0xff, b'"', b'}', b'\n']);
         std::fs::write(&path, bytes).unwrap();
         let err = read_jsonl_items(&path, None).unwrap_err().to_string();
-        assert!(err.contains("not valid UTF-8") && err.contains(":2"), "{err}");
+        assert!(
+            err.contains("not valid UTF-8") && err.contains(":2"),
+            "{err}"
+        );
     }
 }
