@@ -13,15 +13,13 @@
 //! `test`, each labelled (item, attribute) pair is a query when [`is_query`] says so and a
 //! candidate otherwise.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{
-    read_lines, Attribute, Catalog, CatalogFormat, Item, LabelledRef, Labels, Schema, Splits,
-    ValueId,
-};
+use super::{Attribute, Catalog, CatalogFormat, ItemTable, LabelledRef, Schema, Splits, ValueId};
 use crate::error::{Error, Result};
 
 pub const SCHEMA_FILE: &str = "schema.json";
@@ -33,7 +31,7 @@ pub fn is_query(item_id: &str, attribute: &str) -> bool {
     crate::fnv1a(&[item_id.as_bytes(), attribute.as_bytes()]).is_multiple_of(5)
 }
 
-/// One parsed row before the schema is fixed.
+/// One parsed row, handed to the [`Builder`] before the next is read.
 struct Row {
     line: usize,
     id: String,
@@ -129,6 +127,17 @@ fn nth_line_of(text: &str, start: usize, value: &str, n: usize) -> usize {
 }
 
 pub fn read_csv(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
+    let (table, splits) = csv_table(path, schema_path)?;
+    Ok(into_catalog(table, splits))
+}
+
+/// The items of a CSV manifest, compactly (what `embed` needs: no evaluation lists).
+pub fn read_csv_items(path: &Path, schema_path: Option<&Path>) -> Result<ItemTable> {
+    Ok(csv_table(path, schema_path)?.0)
+}
+
+/// Reads a CSV manifest row by row into a table and each item's split.
+fn csv_table(path: &Path, schema_path: Option<&Path>) -> Result<(ItemTable, Vec<u8>)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -158,12 +167,19 @@ pub fn read_csv(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
     let attr_cols: Vec<usize> = (0..headers.len())
         .filter(|&c| c != id_col && c != image_col && Some(c) != split_col)
         .collect();
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| csv_error(path, e))?;
+    let mut builder = Builder::new(path, CatalogFormat::Csv, schema_path)?;
+    // Inferred schemas list the attribute columns in column order, labelled or not.
+    for &c in &attr_cols {
+        builder.attribute(&headers[c]);
+    }
+    let mut record = csv::StringRecord::new();
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, e))?
+    {
         let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
         let cell = |c: usize| record.get(c).unwrap_or("").trim().to_string();
-        rows.push(Row {
+        builder.push(Row {
             line,
             id: cell(id_col),
             image: cell(image_col),
@@ -173,10 +189,9 @@ pub fn read_csv(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
                 .map(|&c| (headers[c].clone(), cell(c)))
                 .filter(|(_, v)| !v.is_empty())
                 .collect(),
-        });
+        })?;
     }
-    let attr_order: Vec<String> = attr_cols.iter().map(|&c| headers[c].clone()).collect();
-    build(path, CatalogFormat::Csv, rows, attr_order, schema_path)
+    builder.finish()
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
@@ -196,13 +211,23 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
 }
 
 pub fn read_jsonl(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
-    let mut rows = Vec::new();
-    let mut attr_order: Vec<String> = Vec::new();
-    for (i, line) in read_lines(path)?.iter().enumerate() {
+    let (table, splits) = jsonl_table(path, schema_path)?;
+    Ok(into_catalog(table, splits))
+}
+
+/// The items of a JSON Lines manifest, compactly (what `embed` needs).
+pub fn read_jsonl_items(path: &Path, schema_path: Option<&Path>) -> Result<ItemTable> {
+    Ok(jsonl_table(path, schema_path)?.0)
+}
+
+/// Reads a JSON Lines manifest line by line into a table and each item's split.
+fn jsonl_table(path: &Path, schema_path: Option<&Path>) -> Result<(ItemTable, Vec<u8>)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut builder = Builder::new(path, CatalogFormat::Jsonl, schema_path)?;
+    for_each_line(path, file, |n, line| {
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
-        let n = i + 1;
         let v: Value = serde_json::from_str(line)
             .map_err(|e| Error::parse(path, n, format!("malformed JSON: {e}")))?;
         let obj = v
@@ -267,20 +292,49 @@ pub fn read_jsonl(path: &Path, schema_path: Option<&Path>) -> Result<Catalog> {
                     ))
                 }
             };
-            if !attr_order.contains(k) {
-                attr_order.push(k.clone());
-            }
             labels.push((k.clone(), value));
         }
-        rows.push(Row {
+        builder.push(Row {
             line: n,
             id: text("id")?.ok_or_else(|| Error::parse(path, n, "missing \"id\""))?,
             image: text("image")?.ok_or_else(|| Error::parse(path, n, "missing \"image\""))?,
             split: text("split")?,
             labels,
-        });
+        })
+    })?;
+    builder.finish()
+}
+
+/// Calls `f` with each line (1-based number, text without its line ending) of a UTF-8
+/// file, one line in memory at a time. A byte-order mark before the first line (as
+/// spreadsheet exports write) is not part of it.
+fn for_each_line(
+    path: &Path,
+    file: std::fs::File,
+    mut f: impl FnMut(usize, &str) -> Result<()>,
+) -> Result<()> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        if reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?
+            == 0
+        {
+            return Ok(());
+        }
+        n += 1;
+        let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::parse(path, n, "not valid UTF-8 text"))?;
+        let text = match n {
+            1 => text.strip_prefix('\u{feff}').unwrap_or(text),
+            _ => text,
+        };
+        f(n, text.trim_end_matches('\r'))?;
     }
-    build(path, CatalogFormat::Jsonl, rows, attr_order, schema_path)
 }
 
 /// A label's text as the reader takes it (trimmed; null and "" mean unlabelled).
@@ -293,50 +347,92 @@ fn label_text(v: &Value) -> Option<String> {
     }
 }
 
-fn build(
-    path: &Path,
-    format: CatalogFormat,
-    rows: Vec<Row>,
-    attr_order: Vec<String>,
-    schema_path: Option<&Path>,
-) -> Result<Catalog> {
-    let given = load_schema(path, schema_path)?;
-    let schema = match &given {
-        Some((_, s)) => s.clone(),
-        None => infer_schema(&rows, &attr_order),
-    };
-    // Value ids are u16 and 0xFFFF means "not labelled": ids 0 ..= 65534.
-    if let Some(a) = schema
-        .attributes
-        .iter()
-        .find(|a| a.values.len() > ValueId::MAX as usize)
-    {
-        return Err(Error::invalid(
+/// The values of an attribute: given by `schema.json` (value -> id), or inferred (value
+/// -> first-seen code, renumbered in sorted order once every row is read).
+enum Values {
+    Given(Vec<HashMap<String, ValueId>>),
+    Inferred(Vec<HashMap<String, u32>>),
+}
+
+/// Checks rows one at a time and appends them to an [`ItemTable`]: nothing is kept per
+/// row beyond the table, each item's split (one byte) and, while reading, one hash-table
+/// entry per id for the duplicate check.
+struct Builder<'p> {
+    path: &'p Path,
+    table: ItemTable,
+    /// Per item: 0 = no split, else 1 + its position in [`SPLIT_NAMES`].
+    splits: Vec<u8>,
+    values: Values,
+    attr_index: HashMap<String, usize>,
+    /// FNV-1a of an id -> (item, line) of its first row.
+    seen: HashMap<u64, (u32, u32)>,
+    /// Items whose id hash was taken by another id (kept apart, compared in full).
+    collided: Vec<(u32, u32)>,
+    codes: Vec<(usize, Option<ValueId>)>,
+}
+
+impl<'p> Builder<'p> {
+    fn new(path: &'p Path, format: CatalogFormat, schema_path: Option<&Path>) -> Result<Self> {
+        let (schema, values) = match load_schema(path, schema_path)? {
+            Some((_, schema)) => {
+                // Value ids are u16 and 0xFFFF means "not labelled": ids 0 ..= 65534.
+                check_value_count(path, &schema)?;
+                let index = schema
+                    .attributes
+                    .iter()
+                    .map(|a| {
+                        a.values
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (v.clone(), i as ValueId))
+                            .collect()
+                    })
+                    .collect();
+                (schema, Values::Given(index))
+            }
+            None => (Schema::default(), Values::Inferred(Vec::new())),
+        };
+        let attr_index = schema
+            .attributes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), i))
+            .collect();
+        let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Builder {
             path,
-            format!(
-                "attribute {:?} has {} values; at most {} are supported",
-                a.name,
-                a.values.len(),
-                ValueId::MAX
-            ),
-        ));
-    }
-    let value_index: Vec<HashMap<&str, ValueId>> = schema
-        .attributes
-        .iter()
-        .map(|a| {
-            a.values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.as_str(), i as ValueId))
-                .collect()
+            table: ItemTable::new(path, format, &root, schema),
+            splits: Vec::new(),
+            values,
+            attr_index,
+            seen: HashMap::new(),
+            collided: Vec::new(),
+            codes: Vec::new(),
         })
-        .collect();
-    let mut items = Vec::with_capacity(rows.len());
-    let mut labels = Labels::new(rows.len(), schema.len());
-    let mut splits = Splits::default();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (idx, row) in rows.iter().enumerate() {
+    }
+
+    /// Adds an attribute to an inferred schema (first-seen order); nothing when the
+    /// schema is given or already names it.
+    fn attribute(&mut self, name: &str) -> usize {
+        if let Some(&a) = self.attr_index.get(name) {
+            return a;
+        }
+        let Values::Inferred(values) = &mut self.values else {
+            return usize::MAX;
+        };
+        let a = values.len();
+        values.push(HashMap::new());
+        self.attr_index.insert(name.to_string(), a);
+        self.table.schema.attributes.push(Attribute {
+            name: name.to_string(),
+            values: Vec::new(),
+        });
+        self.table.labels.add_attribute(self.table.len());
+        a
+    }
+
+    fn push(&mut self, row: Row) -> Result<()> {
+        let path = self.path;
         if row.id.is_empty() {
             return Err(Error::parse(path, row.line, "empty id"));
         }
@@ -348,60 +444,163 @@ fn build(
                 format!("item {:?}: empty image path", row.id),
             ));
         }
-        if let Some(first) = seen.insert(row.id.clone(), row.line) {
+        let hash = crate::fnv1a(&[row.id.as_bytes()]);
+        let first = match self.seen.get(&hash) {
+            Some(&(item, line)) if self.table.id(item as usize) == row.id => Some(line),
+            Some(_) => self
+                .collided
+                .iter()
+                .find(|&&(item, _)| self.table.id(item as usize) == row.id)
+                .map(|&(_, line)| line),
+            None => None,
+        };
+        if let Some(first) = first {
             return Err(Error::parse(
                 path,
                 row.line,
                 format!("duplicate id {:?} (first on line {first})", row.id),
             ));
         }
+        self.codes.clear();
         for (attr, value) in &row.labels {
-            let a = schema.attribute_index(attr).map_err(|_| {
-                Error::parse(
-                    path,
-                    row.line,
-                    format!(
-                        "unknown attribute {attr:?} (schema has: {})",
-                        schema.names().join(", ")
-                    ),
-                )
-            })?;
-            let v = *value_index[a].get(value.as_str()).ok_or_else(|| {
-                Error::parse(
-                    path,
-                    row.line,
-                    format!(
-                        "item {:?}: value {value:?} is not a value of {attr:?} (expected one of: {})",
-                        row.id,
-                        schema.attributes[a].values.join(", ")
-                    ),
-                )
-            })?;
-            labels.set(idx, a, Some(v));
+            let code = match &self.values {
+                Values::Given(index) => {
+                    let a = *self.attr_index.get(attr.as_str()).ok_or_else(|| {
+                        Error::parse(
+                            path,
+                            row.line,
+                            format!(
+                                "unknown attribute {attr:?} (schema has: {})",
+                                self.table.schema.names().join(", ")
+                            ),
+                        )
+                    })?;
+                    let v = *index[a].get(value.as_str()).ok_or_else(|| {
+                        Error::parse(
+                            path,
+                            row.line,
+                            format!(
+                                "item {:?}: value {value:?} is not a value of {attr:?} (expected one of: {})",
+                                row.id,
+                                self.table.schema.attributes[a].values.join(", ")
+                            ),
+                        )
+                    })?;
+                    (a, Some(v))
+                }
+                Values::Inferred(_) => {
+                    let a = self.attribute(attr);
+                    let Values::Inferred(values) = &mut self.values else {
+                        unreachable!("matched above")
+                    };
+                    let next = values[a].len() as u32;
+                    let code = *values[a].entry(value.clone()).or_insert(next);
+                    // Past 65,534 values the attribute is refused once counted (finish);
+                    // until then its extra values are left unlabelled.
+                    (a, (code < ValueId::MAX as u32).then_some(code as ValueId))
+                }
+            };
+            self.codes.push(code);
         }
-        if let Some(split) = &row.split {
-            if !SPLIT_NAMES.contains(&split.as_str()) {
-                return Err(Error::parse(
-                    path,
-                    row.line,
-                    format!("unknown split {split:?} (expected train, valid or test)"),
-                ));
+        let split = match &row.split {
+            None => 0,
+            Some(split) => match SPLIT_NAMES.iter().position(|s| s == split) {
+                Some(i) => i as u8 + 1,
+                None => {
+                    return Err(Error::parse(
+                        path,
+                        row.line,
+                        format!("unknown split {split:?} (expected train, valid or test)"),
+                    ))
+                }
+            },
+        };
+        let item = self.table.push(&row.id, &row.image)?;
+        for &(a, v) in &self.codes {
+            self.table.labels.set(item, a, v);
+        }
+        self.splits.push(split);
+        let entry = (item as u32, row.line.min(u32::MAX as usize) as u32);
+        match self.seen.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(entry);
             }
-            splits.items.entry(split.clone()).or_default().push(idx);
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push(entry),
         }
-        items.push(Item {
-            id: row.id.clone(),
-            image: PathBuf::from(&row.image),
-        });
+        Ok(())
+    }
+
+    /// Fixes an inferred schema (values sorted, numerically when all are integers) and
+    /// renumbers the labels to it.
+    fn finish(mut self) -> Result<(ItemTable, Vec<u8>)> {
+        drop(std::mem::take(&mut self.seen));
+        if let Values::Inferred(values) =
+            std::mem::replace(&mut self.values, Values::Given(Vec::new()))
+        {
+            for (a, codes) in values.into_iter().enumerate() {
+                let mut vals: Vec<(String, u32)> = codes.into_iter().collect();
+                // Text order first, so integers written two ways ("01", "1") keep it.
+                vals.sort();
+                if vals.iter().all(|(v, _)| v.parse::<i64>().is_ok()) {
+                    vals.sort_by_key(|(v, _)| v.parse::<i64>().expect("checked"));
+                }
+                if vals.len() <= ValueId::MAX as usize {
+                    let mut map = vec![0 as ValueId; vals.len()];
+                    for (new, (_, old)) in vals.iter().enumerate() {
+                        map[*old as usize] = new as ValueId;
+                    }
+                    self.table.labels.remap(a, &map);
+                }
+                self.table.schema.attributes[a].values = vals.into_iter().map(|(v, _)| v).collect();
+            }
+            check_value_count(self.path, &self.table.schema)?;
+        }
+        self.table.shrink_to_fit();
+        self.splits.shrink_to_fit();
+        Ok((self.table, self.splits))
+    }
+}
+
+/// Value ids are u16 and 0xFFFF means "not labelled": at most 65,535 values (ids
+/// 0 ..= 65534) per attribute.
+fn check_value_count(path: &Path, schema: &Schema) -> Result<()> {
+    match schema
+        .attributes
+        .iter()
+        .find(|a| a.values.len() > ValueId::MAX as usize)
+    {
+        Some(a) => Err(Error::invalid(
+            path,
+            format!(
+                "attribute {:?} has {} values; at most {} are supported",
+                a.name,
+                a.values.len(),
+                ValueId::MAX
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A whole [`Catalog`] from a manifest's table: owned items, split lists, and for `valid`
+/// and `test` the query/candidate lists ([`is_query`]).
+fn into_catalog(table: ItemTable, split_of: Vec<u8>) -> Catalog {
+    let items = table.items();
+    let mut splits = Splits::default();
+    for (idx, &s) in split_of.iter().enumerate() {
+        if s > 0 {
+            let name = SPLIT_NAMES[s as usize - 1].to_string();
+            splits.items.entry(name).or_default().push(idx);
+        }
     }
     for split in ["valid", "test"] {
         let Some(members) = splits.items.get(split) else {
             continue;
         };
         let (mut queries, mut candidates) = (Vec::new(), Vec::new());
-        for (a, attr) in schema.attributes.iter().enumerate() {
+        for (a, attr) in table.schema.attributes.iter().enumerate() {
             for &item in members {
-                if let Some(value) = labels.get(item, a) {
+                if let Some(value) = table.labels.get(item, a) {
                     let r = LabelledRef {
                         item,
                         attribute: a,
@@ -418,44 +617,72 @@ fn build(
         splits.queries.insert(split.to_string(), queries);
         splits.candidates.insert(split.to_string(), candidates);
     }
-    Ok(Catalog {
-        source: path.to_path_buf(),
-        format,
-        image_root: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        schema,
+    Catalog {
+        source: table.source,
+        format: table.format,
+        image_root: table.image_root,
+        schema: table.schema,
         items,
-        labels,
+        labels: table.labels,
         splits,
         triplets: Vec::new(),
-    })
+    }
 }
 
-fn infer_schema(rows: &[Row], attr_order: &[String]) -> Schema {
-    // Sets, not lists: the values are sorted below anyway, and a lookup per label keeps
-    // an attribute with many values (brands, sizes) linear.
-    let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for row in rows {
-        for (a, v) in &row.labels {
-            values.entry(a.as_str()).or_default().insert(v.as_str());
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows are read one at a time, so an attribute first named on a later line widens
+    /// the label rows read before it, and inferred values are renumbered once all are
+    /// seen (numerically here; "01" and "1" keep text order).
+    #[test]
+    fn late_attributes_and_inferred_values_are_renumbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(
+            &path,
+            "\u{feff}{\"id\": \"a\", \"image\": \"a.png\", \"size\": \"10\"}\n\
+             \n\
+             {\"id\": \"b\", \"image\": \"b.png\", \"size\": 2, \"colour\": \"red\"}\r\n\
+             {\"id\": \"c\", \"image\": \"c.png\", \"labels\": {\"colour\": \"blue\", \"size\": \"01\"}}\n\
+             {\"id\": \"d\", \"image\": \"d.png\", \"size\": \"1\", \"split\": \"test\"}",
+        )
+        .unwrap();
+        let t = read_jsonl_items(&path, None).unwrap();
+        let names: Vec<_> = t.schema.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, ["size", "colour"]);
+        assert_eq!(t.schema.attributes[0].values, ["01", "1", "2", "10"]);
+        assert_eq!(t.schema.attributes[1].values, ["blue", "red"]);
+        let row = |i: usize| (t.labels.get(i, 0), t.labels.get(i, 1));
+        assert_eq!(row(0), (Some(3), None));
+        assert_eq!(row(1), (Some(2), Some(1)));
+        assert_eq!(row(2), (Some(0), Some(0)));
+        assert_eq!(row(3), (Some(1), None));
+        assert_eq!((t.id(3), t.image(3)), ("d", Path::new("d.png")));
+        let whole = read_jsonl(&path, None).unwrap();
+        assert_eq!(whole.splits.items["test"], [3]);
     }
-    let attributes = attr_order
-        .iter()
-        .map(|name| {
-            let mut vals: Vec<String> = values
-                .get(name.as_str())
-                .map(|v| v.iter().map(|s| s.to_string()).collect())
-                .unwrap_or_default();
-            if vals.iter().all(|v| v.parse::<i64>().is_ok()) {
-                vals.sort_by_key(|v| v.parse::<i64>().expect("checked"));
-            } else {
-                vals.sort();
-            }
-            Attribute {
-                name: name.clone(),
-                values: vals,
-            }
-        })
-        .collect();
-    Schema { attributes }
+
+    #[test]
+    fn duplicate_ids_and_bad_bytes_name_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, "id,image\nx,1.png\ny,2.png\nx,3.png\n").unwrap();
+        let err = read_csv_items(&path, None).unwrap_err().to_string();
+        assert!(
+            err.contains("duplicate id \"x\" (first on line 2)"),
+            "{err}"
+        );
+        assert!(err.contains(":4"), "{err}");
+        let path = dir.path().join("m.jsonl");
+        let mut bytes = b"{\"id\": \"a\", \"image\": \"a.png\"}\n{\"id\": \"b".to_vec();
+        bytes.extend_from_slice(&[0xff, b'"', b'}', b'\n']);
+        std::fs::write(&path, bytes).unwrap();
+        let err = read_jsonl_items(&path, None).unwrap_err().to_string();
+        assert!(
+            err.contains("not valid UTF-8") && err.contains(":2"),
+            "{err}"
+        );
+    }
 }

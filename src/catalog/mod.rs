@@ -8,7 +8,10 @@ pub mod asen;
 pub mod check;
 pub mod manifest;
 pub mod synth;
+pub mod table;
 pub mod zappos;
+
+pub use table::ItemTable;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +96,40 @@ impl Labels {
     }
     pub fn items(&self) -> usize {
         self.values.len().checked_div(self.attributes).unwrap_or(0)
+    }
+    /// Heap bytes held (capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<ValueId>()
+    }
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.values.shrink_to_fit();
+    }
+    /// Widens every row by one unlabelled attribute (a JSON Lines manifest names its
+    /// attributes as its rows go). `items` is the row count (with no attribute yet, the
+    /// rows hold no values to count them by).
+    pub(crate) fn add_attribute(&mut self, items: usize) {
+        let old = self.attributes;
+        let mut values = Vec::with_capacity(items * (old + 1));
+        for row in 0..items {
+            values.extend_from_slice(&self.values[row * old..(row + 1) * old]);
+            values.push(NO_LABEL);
+        }
+        self.values = values;
+        self.attributes = old + 1;
+    }
+    /// Renumbers one attribute's values: code `c` becomes `map[c]`.
+    pub(crate) fn remap(&mut self, attribute: usize, map: &[ValueId]) {
+        let stride = self.attributes;
+        for v in self
+            .values
+            .iter_mut()
+            .skip(attribute)
+            .step_by(stride.max(1))
+        {
+            if *v != NO_LABEL {
+                *v = map[*v as usize];
+            }
+        }
     }
 }
 
@@ -191,10 +228,39 @@ impl Catalog {
 /// `filenames.json` and `tripletlists/` is a Zappos/CSN split; a directory with ASEN split
 /// files (or a `meta.json` naming one dataset directory) is an ASEN split.
 pub fn open(path: &Path) -> Result<Catalog> {
+    match locate(path)? {
+        Located::Csv(p) => manifest::read_csv(&p, None),
+        Located::Jsonl(p) => manifest::read_jsonl(&p, None),
+        Located::Zappos(p) => zappos::read(&p),
+        Located::Asen(p) => asen::read(&p, None),
+    }
+}
+
+/// Opens a catalog's items only, compactly (see [`ItemTable`]): what `embed` reads. A
+/// manifest is read row by row into the table; the ASEN and Zappos readers (research
+/// splits of bounded size) read their whole catalog first.
+pub fn open_items(path: &Path) -> Result<ItemTable> {
+    match locate(path)? {
+        Located::Csv(p) => manifest::read_csv_items(&p, None),
+        Located::Jsonl(p) => manifest::read_jsonl_items(&p, None),
+        Located::Zappos(p) => ItemTable::from_catalog(&zappos::read(&p)?),
+        Located::Asen(p) => ItemTable::from_catalog(&asen::read(&p, None)?),
+    }
+}
+
+/// Which reader a catalog path needs, and the path to hand it.
+enum Located {
+    Csv(PathBuf),
+    Jsonl(PathBuf),
+    Zappos(PathBuf),
+    Asen(PathBuf),
+}
+
+fn locate(path: &Path) -> Result<Located> {
     if path.is_file() {
         return match path.extension().and_then(|e| e.to_str()) {
-            Some("csv") => manifest::read_csv(path, None),
-            Some("jsonl") | Some("ndjson") => manifest::read_jsonl(path, None),
+            Some("csv") => Ok(Located::Csv(path.to_path_buf())),
+            Some("jsonl") | Some("ndjson") => Ok(Located::Jsonl(path.to_path_buf())),
             _ => Err(Error::invalid(
                 path,
                 "not a catalog: expected a .csv or .jsonl manifest, or a catalog directory",
@@ -212,18 +278,18 @@ pub fn open(path: &Path) -> Result<Catalog> {
     for name in ["manifest.csv", "manifest.jsonl"] {
         let m = path.join(name);
         if m.is_file() {
-            return open(&m);
+            return locate(&m);
         }
     }
     if path.join("filenames.json").is_file() && path.join("tripletlists").is_dir() {
-        return zappos::read(path);
+        return Ok(Located::Zappos(path.to_path_buf()));
     }
     if path.join("filenames_train.txt").is_file() || path.join("filenames_test.txt").is_file() {
-        return asen::read(path, None);
+        return Ok(Located::Asen(path.to_path_buf()));
     }
     if path.join("meta.json").is_file() {
         if let Some(dataset) = asen::single_dataset_dir(path)? {
-            return asen::read(&dataset, None);
+            return Ok(Located::Asen(dataset));
         }
     }
     Err(Error::invalid(

@@ -57,7 +57,7 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
     let device = model::device(&args.device)?;
     let mut model = Model::load(&args.model, &device)?;
     let precision = model.set_precision(args.precision)?;
-    let catalog = tailor::catalog::open(&args.catalog)?;
+    let catalog = tailor::catalog::open_items(&args.catalog)?;
     let opts = EmbedOptions {
         attributes: args.attrs,
         batch: args.batch,
@@ -70,7 +70,7 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         progress: out.progress,
         wait: args.wait,
     };
-    let s = embed::embed_catalog(&model, &catalog, &args.out, &opts)?;
+    let s = embed::embed_items(&model, &catalog, &args.out, &opts)?;
     if out.json {
         let mut v = serde_json::to_value(&s)?;
         v["precision"] = serde_json::to_value(precision)?;

@@ -19,7 +19,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ItemTable};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{self, AttributeInput, BuildInput, BuildParams, ItemLabels};
 use crate::model::{self, Model};
@@ -125,10 +125,26 @@ struct Batch {
     images_fingerprint: u64,
 }
 
-/// Embeds a catalog with a model and publishes the index at `out`.
+/// Embeds a catalog with a model and publishes the index at `out` (see [`embed_items`];
+/// `tailor embed` reads the catalog with [`crate::catalog::open_items`], which never holds
+/// the whole [`Catalog`]).
 pub fn embed_catalog(
     model: &Model,
     catalog: &Catalog,
+    out: &Path,
+    opts: &EmbedOptions,
+) -> Result<EmbedSummary> {
+    embed_items(model, &ItemTable::from_catalog(catalog)?, out, opts)
+}
+
+/// Embeds a catalog's items with a model and publishes the index at `out`.
+///
+/// Memory per catalog item: the compact table (its strings, 16 bytes of offsets, two
+/// bytes per attribute), 4 bytes for the shard's item list; the vectors go to staging
+/// files as they are made, never to memory.
+pub fn embed_items(
+    model: &Model,
+    catalog: &ItemTable,
     out: &Path,
     opts: &EmbedOptions,
 ) -> Result<EmbedSummary> {
@@ -153,8 +169,10 @@ pub fn embed_catalog(
     if opts.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
-    let selected: Vec<usize> = (0..catalog.items.len())
-        .filter(|&i| opts.shard.is_none_or(|s| s.contains(&catalog.items[i].id)))
+    // u32: the table holds at most u32::MAX items (see `ItemTable::push`).
+    let selected: Vec<u32> = (0..catalog.len())
+        .filter(|&i| opts.shard.is_none_or(|s| s.contains(catalog.id(i))))
+        .map(|i| i as u32)
         .collect();
     let mut notices = Vec::new();
     // With a shard, `out` is a segment set and the job publishes its segment in it.
@@ -175,7 +193,7 @@ pub fn embed_catalog(
     let spec = JobSpec {
         model_identity: model.identity()?,
         catalog: catalog.source.display().to_string(),
-        catalog_items: catalog.items.len(),
+        catalog_items: catalog.len(),
         catalog_fingerprint: catalog_fingerprint(catalog)?,
         attributes: attr_names.clone(),
         dims: dims.clone(),
@@ -200,9 +218,9 @@ pub fn embed_catalog(
         ),
         Resume::Resumed => {
             let done = staging.checkpoint.next_item.min(selected.len());
-            let now = selected[..done]
-                .iter()
-                .fold(0, |h, &i| staging::fold_image(h, &catalog.image_path(i)));
+            let now = selected[..done].iter().fold(0, |h, &i| {
+                staging::fold_image(h, &catalog.image_path(i as usize))
+            });
             if now != staging.checkpoint.images_fingerprint {
                 staging.reset()?;
                 note(
@@ -234,11 +252,11 @@ pub fn embed_catalog(
             let mut fingerprint = start_fingerprint;
             for chunk in todo.chunks(opts.batch) {
                 for &i in chunk {
-                    fingerprint = staging::fold_image(fingerprint, &catalog.image_path(i));
+                    fingerprint = staging::fold_image(fingerprint, &catalog.image_path(i as usize));
                 }
                 let decoded: Vec<(usize, LoadedItem)> = chunk
                     .par_iter()
-                    .map(|&i| (i, load_item(catalog, i, cfg)))
+                    .map(|&i| (i as usize, load_item(catalog, i as usize, cfg)))
                     .collect();
                 pos += chunk.len();
                 let mut batch = Batch {
@@ -253,13 +271,13 @@ pub fn embed_catalog(
                 for (i, res) in decoded {
                     match res {
                         Ok((px, d, p)) => {
-                            batch.ids.push(catalog.items[i].id.clone());
+                            batch.ids.push(catalog.id(i).to_string());
                             batch.pixels.extend_from_slice(&px);
                             batch.decode += d;
                             batch.preprocess += p;
                         }
                         Err(reason) => batch.rejects.push(Reject {
-                            item: catalog.items[i].id.clone(),
+                            item: catalog.id(i).to_string(),
                             path: catalog.image_path(i).display().to_string(),
                             reason,
                         }),
@@ -363,7 +381,7 @@ pub fn embed_catalog(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let labels = item_labels(catalog, &ids)?;
+    let labels = item_labels(catalog, &selected, &ids)?;
     let model_record = serde_json::json!({
         "identity": spec_identity,
         "path": std::fs::canonicalize(&opts.model_path).unwrap_or_else(|_| opts.model_path.clone()),
@@ -372,7 +390,7 @@ pub fn embed_catalog(
         "catalog": std::fs::canonicalize(&catalog.source).unwrap_or_else(|_| catalog.source.clone()),
     });
     let input = BuildInput {
-        ids: ids.clone(),
+        ids,
         attributes,
         labels: Some(labels),
         model: Some(model_record),
@@ -402,7 +420,7 @@ pub fn embed_catalog(
     let seconds = start.elapsed().as_secs_f64();
     Ok(EmbedSummary {
         out: out.to_path_buf(),
-        catalog_items: catalog.items.len(),
+        catalog_items: catalog.len(),
         selected_items: selected.len(),
         embedded: cp.rows,
         rejected: cp.rejected,
@@ -425,29 +443,49 @@ fn note(notices: &mut Vec<String>, message: String) {
 
 /// FNV-1a of the catalog's manifest bytes (when the catalog is a file) and of its item
 /// list (ids and image paths in order), as 16 hex digits.
-fn catalog_fingerprint(catalog: &Catalog) -> Result<String> {
+fn catalog_fingerprint(catalog: &ItemTable) -> Result<String> {
     let manifest = if catalog.source.is_file() {
-        let bytes = std::fs::read(&catalog.source).at(&catalog.source)?;
-        crate::fnv1a(&[&bytes])
+        fnv1a_file(&catalog.source)?
     } else {
         0
     };
     let mut h = crate::fnv1a(&[&manifest.to_le_bytes()]);
-    for item in &catalog.items {
+    for i in 0..catalog.len() {
         h = crate::fnv1a(&[
             &h.to_le_bytes(),
-            item.id.as_bytes(),
-            item.image.as_os_str().as_encoded_bytes(),
+            catalog.id(i).as_bytes(),
+            catalog.image(i).as_os_str().as_encoded_bytes(),
         ]);
     }
     Ok(format!("{h:016x}"))
+}
+
+/// FNV-1a of a file's bytes (as `fnv1a(&[bytes])`), read in blocks: a manifest of
+/// 100M rows is never in memory at once.
+fn fnv1a_file(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).at(path)?;
+    let mut block = vec![0u8; 1 << 16];
+    let mut h: u64 = 0xcbf29ce484222325;
+    loop {
+        let n = match file.read(&mut block) {
+            Ok(0) => return Ok(h),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        for &b in &block[..n] {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
 }
 
 /// One item's pixels and its (decode, pre-process) times, or why it was rejected.
 type LoadedItem = std::result::Result<(Vec<f32>, Duration, Duration), String>;
 
 /// Decodes and pre-processes one item; the timings are (decode, pre-process).
-fn load_item(catalog: &Catalog, item: usize, cfg: &model::ModelConfig) -> LoadedItem {
+fn load_item(catalog: &ItemTable, item: usize, cfg: &model::ModelConfig) -> LoadedItem {
     let t = Instant::now();
     let img = decode::decode_rgb(&catalog.image_path(item))?;
     let decoded = t.elapsed();
@@ -495,17 +533,18 @@ fn failpoint_batch_sleep() {
 }
 
 /// The catalog's labels for the embedded items, in row order (for label filters).
-fn item_labels(catalog: &Catalog, ids: &[String]) -> Result<ItemLabels> {
-    let by_id: std::collections::HashMap<&str, usize> = catalog
-        .items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.id.as_str(), i))
-        .collect();
+///
+/// The staged rows are the job's items in `selected` order less the rejected ones (a
+/// resumed job goes on where the checkpoint stopped), so one forward walk pairs them:
+/// no id -> item map of the whole catalog.
+fn item_labels(catalog: &ItemTable, selected: &[u32], ids: &[String]) -> Result<ItemLabels> {
     let mut labels = crate::catalog::Labels::new(ids.len(), catalog.schema.len());
+    let mut next = selected.iter();
     for (row, id) in ids.iter().enumerate() {
-        let item = *by_id
-            .get(id.as_str())
+        let item = next
+            .by_ref()
+            .map(|&i| i as usize)
+            .find(|&i| catalog.id(i) == id)
             .ok_or_else(|| Error::UnknownItem { id: id.clone() })?;
         for a in 0..catalog.schema.len() {
             labels.set(row, a, catalog.labels.get(item, a));
