@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod embed;
+pub mod encode;
 pub mod error;
 pub mod eval;
 #[cfg(feature = "failpoints")]

@@ -1,13 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
 use super::index::read_ids;
 use super::Output;
-use tailor::embed;
 use tailor::index::{Hit, IndexSet};
 use tailor::npy;
 use tailor::query::{LabelFilter, Query, Target, Weighted};
@@ -100,10 +99,14 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         }
         (None, None, Some(image)) => {
             let device = tailor::model::device(&args.device)?;
-            let mut model = embed::model_for_index(ix.first(), args.model.as_deref(), &device)?;
+            let mut model =
+                tailor::encode::model_for_index(ix.first(), args.model.as_deref(), &device)
+                    .context(
+                        "--image needs the index's model (--model FILE overrides the recorded one)",
+                    )?;
             model.set_precision(args.precision)?;
             let names: Vec<String> = attrs.iter().map(|w| w.attr.clone()).collect();
-            Target::Vectors(embed::embed_image(&model, image, &names)?)
+            Target::Vectors(tailor::encode::encode_image(&model, image, &names)?)
         }
         _ => bail!("give the query as --item ID, --vector FILE.npy or --image FILE"),
     };

@@ -10,9 +10,8 @@ use serde::Serialize;
 
 use super::Output;
 use tailor::catalog::{self, Catalog};
-use tailor::embed;
-use tailor::index::Index;
-use tailor::model::{self, Model};
+use tailor::index::{Index, MANIFEST_FILE};
+use tailor::model::{self, Model, ModelRecord};
 use tailor::show::sheet::{SheetQuery, SheetRequest};
 use tailor::show::space::SpaceRequest;
 use tailor::show::{attention, draw, sheet, space};
@@ -149,11 +148,8 @@ pub fn run(cmd: ShowCommand, out: &Output) -> anyhow::Result<ExitCode> {
 
 /// The catalog given, else the one `tailor embed` recorded in the index.
 pub fn catalog_for(ix: &Index, given: Option<&Path>) -> anyhow::Result<Option<Catalog>> {
-    let recorded = ix
-        .model()
-        .and_then(|m| m.get("catalog"))
-        .and_then(|c| c.as_str())
-        .map(PathBuf::from);
+    let recorded =
+        ModelRecord::from_json(ix.model(), &ix.dir().join(MANIFEST_FILE))?.and_then(|r| r.catalog);
     match (given, recorded) {
         (Some(p), _) => Ok(Some(catalog::open(p)?)),
         (None, Some(p)) => Ok(Some(catalog::open(&p).with_context(|| {
@@ -169,7 +165,7 @@ pub fn catalog_for(ix: &Index, given: Option<&Path>) -> anyhow::Result<Option<Ca
 /// The index's model (identity checked), from `--model` or the recorded path.
 pub fn model_for(ix: &Index, given: Option<&Path>, device: &str) -> anyhow::Result<Model> {
     let device = model::device(device)?;
-    Ok(embed::model_for_index(ix, given, &device)?)
+    Ok(tailor::encode::model_for_index(ix, given, &device)?)
 }
 
 #[derive(Serialize)]

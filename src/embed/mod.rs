@@ -7,7 +7,7 @@
 //! staging files are memory-mapped and handed to [`crate::index::build`], which publishes
 //! the index atomically. Memory stays bounded by the batch size and the queue depth.
 
-pub mod decode;
+pub use crate::encode::decode;
 pub mod lock;
 pub mod staging;
 
@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
+use crate::encode;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{self, AttributeInput, BuildInput, BuildParams, ItemLabels};
-use crate::model::{self, Model};
+use crate::model::{self, Model, ModelRecord};
 use crate::progress::{Progress, ProgressMode};
 use staging::{JobSpec, Reject, Resume, Staging};
 
@@ -186,7 +186,6 @@ pub fn embed_catalog(
         .work_dir
         .clone()
         .unwrap_or_else(|| crate::sibling_path(&index_dir, "embed-work"));
-    let spec_identity = spec.model_identity.clone();
     // Held until the function returns: staging, build, publish and clean-up.
     let _lock = lock::acquire(&work_dir, opts.wait, &mut |m| note(&mut notices, m))?;
     let (mut staging, resume) = Staging::open(&work_dir, spec)?;
@@ -281,9 +280,8 @@ pub fn embed_catalog(
                 vec![Vec::new(); attr_ids.len()]
             } else {
                 let n = batch.ids.len();
-                let images = Tensor::from_vec(batch.pixels, (n, 3, size, size), &device)?;
-                model
-                    .embed(&images, &attr_ids)?
+                let images = encode::pixels_tensor(batch.pixels, n, cfg, &device)?;
+                encode::embed_pixels(model, &images, &attr_ids)?
                     .into_iter()
                     .map(|t| t.flatten_all()?.to_vec1::<f32>())
                     .collect::<candle_core::Result<_>>()?
@@ -364,18 +362,12 @@ pub fn embed_catalog(
         })
         .collect::<Result<Vec<_>>>()?;
     let labels = item_labels(catalog, &ids)?;
-    let model_record = serde_json::json!({
-        "identity": spec_identity,
-        "path": std::fs::canonicalize(&opts.model_path).unwrap_or_else(|_| opts.model_path.clone()),
-        "config": cfg,
-        // Where the images are, for pictures of results (`tailor show search`, `report`).
-        "catalog": std::fs::canonicalize(&catalog.source).unwrap_or_else(|_| catalog.source.clone()),
-    });
+    let model_record = ModelRecord::of(model, &opts.model_path, &catalog.source)?;
     let input = BuildInput {
         ids: ids.clone(),
         attributes,
         labels: Some(labels),
-        model: Some(model_record),
+        model: Some(model_record.to_json()),
     };
     index::build(&index_dir, &input, &opts.params, opts.progress)?;
     stages.graph = t.elapsed().as_secs_f64();
@@ -448,12 +440,7 @@ type LoadedItem = std::result::Result<(Vec<f32>, Duration, Duration), String>;
 
 /// Decodes and pre-processes one item; the timings are (decode, pre-process).
 fn load_item(catalog: &Catalog, item: usize, cfg: &model::ModelConfig) -> LoadedItem {
-    let t = Instant::now();
-    let img = decode::decode_rgb(&catalog.image_path(item))?;
-    let decoded = t.elapsed();
-    let t = Instant::now();
-    let px = model::preprocess(&img, cfg).map_err(|e| format!("cannot pre-process: {e}"))?;
-    Ok((px, decoded, t.elapsed()))
+    encode::load_pixels_timed(&catalog.image_path(item), cfg)
 }
 
 fn map_f32(path: &Path) -> Result<memmap2::Mmap> {
@@ -515,71 +502,4 @@ fn item_labels(catalog: &Catalog, ids: &[String]) -> Result<ItemLabels> {
         schema: catalog.schema.clone(),
         labels,
     })
-}
-
-/// Loads the model that embedded an index: `model_path` when given, else the path
-/// recorded in the index manifest; refuses a model whose identity differs from the one
-/// recorded (its vectors would live in another space).
-pub fn model_for_index(
-    index: &crate::index::Index,
-    model_path: Option<&Path>,
-    device: &candle_core::Device,
-) -> Result<Model> {
-    let record = index.model().ok_or_else(|| {
-        Error::invalid(
-            index.dir(),
-            "the index records no model (built from vectors); query it with --item or --vector",
-        )
-    })?;
-    let recorded_path = record
-        .get("path")
-        .and_then(|p| p.as_str())
-        .map(PathBuf::from);
-    let path = match (model_path, &recorded_path) {
-        (Some(p), _) => p.to_path_buf(),
-        (None, Some(p)) => p.clone(),
-        (None, None) => {
-            return Err(Error::invalid(
-                index.dir(),
-                "the index records no model path; give --model FILE",
-            ))
-        }
-    };
-    let model = Model::load(&path, device)?;
-    let expected = record
-        .get("identity")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    let found = model.identity()?;
-    if found != expected {
-        return Err(Error::invalid(
-            &path,
-            format!(
-                "model identity {found} differs from {expected}, the model that embedded {}",
-                index.dir().display()
-            ),
-        ));
-    }
-    Ok(model)
-}
-
-/// Embeds one image file for the given attributes (names): one vector per attribute.
-pub fn embed_image(model: &Model, image: &Path, attributes: &[String]) -> Result<Vec<Vec<f32>>> {
-    let cfg = model.config();
-    let ids = attributes
-        .iter()
-        .map(|a| cfg.attribute_index(a))
-        .collect::<Result<Vec<_>>>()?;
-    let img = decode::decode_rgb(image).map_err(|reason| Error::Image {
-        path: image.to_path_buf(),
-        reason,
-    })?;
-    let px = model::preprocess(&img, cfg)?;
-    let size = cfg.input_size as usize;
-    let t = Tensor::from_vec(px, (1, 3, size, size), model.device())?;
-    model
-        .embed(&t, &ids)?
-        .into_iter()
-        .map(|v| Ok(v.flatten_all()?.to_vec1::<f32>()?))
-        .collect()
 }

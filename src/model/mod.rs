@@ -14,6 +14,7 @@ pub mod heads;
 pub mod legacy_pth;
 pub mod precision;
 pub mod preprocess;
+pub mod record;
 pub mod weights;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ pub use backbone::BackboneOutput;
 pub use config::{Arch, BackboneConfig, ModelConfig};
 pub use precision::Precision;
 pub use preprocess::preprocess;
+pub use record::ModelRecord;
 pub use weights::LoadProblems;
 
 use crate::error::{Error, Result};

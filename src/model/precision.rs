@@ -7,7 +7,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 
 /// What `--precision` asks for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 weights, activations and products.

@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::draw::{self, AttentionMap, GREY, INK, MATCH, MISMATCH, QUERY};
 use super::grid::{Cell, Grid, LegendItem};
 use crate::catalog::{Catalog, ValueId};
-use crate::embed;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::{self, Model};
@@ -157,7 +156,7 @@ impl<'a> ValueSource<'a> {
 
 /// Decodes an image for display; a failure is a reason string.
 fn load_picture(path: &Path) -> std::result::Result<RgbImage, String> {
-    embed::decode::decode_rgb(path).map(|img| img.to_rgb8())
+    crate::encode::decode::decode_rgb(path).map(|img| img.to_rgb8())
 }
 
 /// The attribute's first-level spatial attention of each image (None where an image is
@@ -244,7 +243,7 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
                 path: path.clone(),
                 reason,
             })?;
-            let v = embed::embed_image(model, path, std::slice::from_ref(&req.attr))?;
+            let v = crate::encode::encode_image(model, path, std::slice::from_ref(&req.attr))?;
             notes.push(
                 "query is an image file: its value is unknown, results are not framed".into(),
             );
