@@ -12,7 +12,6 @@ use serde::Serialize;
 use super::Output;
 use tailor::catalog;
 use tailor::model::{Arch, BackboneConfig, Model};
-use tailor::progress::ProgressMode;
 use tailor::train::{self, SplitMap, TrainEvent, TrainOptions, TrainSummary, TripletSource};
 
 #[derive(Args, Debug)]
@@ -164,7 +163,7 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<ExitCode> {
     };
     let device = tailor::model::device(&args.device)?;
     let cat = catalog::open(&args.catalog)?;
-    let mut printer = EventPrinter::new(out.progress);
+    let mut printer = EventPrinter::new(out.quiet);
     let summary = train::train(
         &cat,
         &opts,
@@ -243,22 +242,22 @@ fn test_report(m: &SplitMap, names: &[String]) -> TestReport {
 /// Progress on stderr: a rewritten line on a terminal, a line every 10 s otherwise, and
 /// one line per epoch.
 struct EventPrinter {
-    mode: ProgressMode,
+    quiet: bool,
     tty: bool,
     last: Instant,
 }
 
 impl EventPrinter {
-    fn new(mode: ProgressMode) -> Self {
+    fn new(quiet: bool) -> Self {
         EventPrinter {
-            mode,
+            quiet,
             tty: std::io::stderr().is_terminal(),
             last: Instant::now(),
         }
     }
 
     fn print(&mut self, event: &TrainEvent) {
-        if self.mode == ProgressMode::Quiet {
+        if self.quiet {
             return;
         }
         let mut err = std::io::stderr().lock();

@@ -187,10 +187,13 @@ pub fn embed_catalog(
         .clone()
         .unwrap_or_else(|| crate::sibling_path(&index_dir, "embed-work"));
     // Held until the function returns: staging, build, publish and clean-up.
-    let _lock = lock::acquire(&work_dir, opts.wait, &mut |m| note(&mut notices, m))?;
+    let _lock = lock::acquire(&work_dir, opts.wait, &mut |m| {
+        note(opts.progress, &mut notices, m)
+    })?;
     let (mut staging, resume) = Staging::open(&work_dir, spec)?;
     match resume {
         Resume::Restarted(why) => note(
+            opts.progress,
             &mut notices,
             format!(
                 "{}: starting over, the interrupted run's work does not fit this job: {why}",
@@ -205,6 +208,7 @@ pub fn embed_catalog(
             if now != staging.checkpoint.images_fingerprint {
                 staging.reset()?;
                 note(
+                    opts.progress,
                     &mut notices,
                     format!(
                         "{}: starting over, an image of the {done} items the interrupted run staged changed since (size or modification time)",
@@ -409,9 +413,10 @@ pub fn embed_catalog(
     })
 }
 
-/// Records a notice and prints it (stderr: it is a diagnostic, not the result).
-fn note(notices: &mut Vec<String>, message: String) {
-    eprintln!("tailor: {message}");
+/// Records a notice and reports it (the command line prints it on stderr: it is a
+/// diagnostic, not the result).
+fn note(progress: ProgressMode, notices: &mut Vec<String>, message: String) {
+    progress.notice(&message);
     notices.push(message);
 }
 
