@@ -52,8 +52,8 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Device for the model: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
 }
 
 pub fn run(args: ReportArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -68,7 +68,7 @@ pub fn run(args: ReportArgs, out: &Output) -> anyhow::Result<ExitCode> {
         .and_then(|r| r.path)
         .is_some_and(|p| p.is_file());
     let model = if args.model.is_some() || recorded_model_exists {
-        Some(model_for(&ix, args.model.as_deref(), &args.device)?)
+        Some(model_for(&ix, args.model.as_deref(), args.device)?)
     } else {
         None
     };

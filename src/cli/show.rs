@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Output;
 use tailor::catalog::{self, Catalog};
 use tailor::index::{Index, MANIFEST_FILE};
-use tailor::model::{self, Model, ModelRecord};
+use tailor::model::{Model, ModelRecord};
 use tailor::show::sheet::{SheetQuery, SheetRequest};
 use tailor::show::space::SpaceRequest;
 use tailor::show::{attention, draw, sheet, space};
@@ -58,8 +58,8 @@ pub struct SearchArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Device for the model: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Graph search breadth.
     #[arg(long, default_value_t = 64)]
     ef: usize,
@@ -89,8 +89,8 @@ pub struct AttentionArgs {
     #[arg(long)]
     out: PathBuf,
     /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Panel size in pixels.
     #[arg(long, default_value_t = 160)]
     tile: u32,
@@ -163,8 +163,12 @@ pub fn catalog_for(ix: &Index, given: Option<&Path>) -> anyhow::Result<Option<Ca
 }
 
 /// The index's model (identity checked), from `--model` or the recorded path.
-pub fn model_for(ix: &Index, given: Option<&Path>, device: &str) -> anyhow::Result<Model> {
-    let device = model::device(device)?;
+pub fn model_for(
+    ix: &Index,
+    given: Option<&Path>,
+    device: tailor::model::DeviceSpec,
+) -> anyhow::Result<Model> {
+    let device = device.open()?;
     Ok(tailor::encode::model_for_index(ix, given, &device)?)
 }
 
@@ -186,7 +190,7 @@ fn search(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         );
     };
     let model = if args.explain || args.image.is_some() {
-        Some(model_for(&ix, args.model.as_deref(), &args.device)?)
+        Some(model_for(&ix, args.model.as_deref(), args.device)?)
     } else {
         None
     };
@@ -234,7 +238,7 @@ fn search(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 fn show_attention(args: AttentionArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let device = model::device(&args.device)?;
+    let device = args.device.open()?;
     let m = Model::load(&args.model, &device)?;
     let (img, panels) =
         attention::attention_sheet(&m, &args.image, &args.attrs, args.tile, args.size)?;

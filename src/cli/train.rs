@@ -65,8 +65,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, value_parser = super::args::seed, allow_negative_numbers = true)]
     seed: u64,
     /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Backbone weights (torchvision names, safetensors), e.g. an ImageNet ResNet-50.
     #[arg(long)]
     backbone_init: Option<PathBuf>,
@@ -161,7 +161,7 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<ExitCode> {
         validate: !args.no_validate,
         feature_cache: args.feature_cache.clone(),
     };
-    let device = tailor::model::device(&args.device)?;
+    let device = args.device.open()?;
     let cat = catalog::open(&args.catalog)?;
     let mut printer = EventPrinter::new(out.quiet);
     let summary = train::train(

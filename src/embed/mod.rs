@@ -26,7 +26,7 @@ use crate::model::{self, Model, ModelRecord};
 use crate::progress::{Progress, ProgressMode};
 use staging::{JobSpec, Reject, Resume, Staging};
 
-/// One of N deterministic parts of a catalog (`--shard K/N`).
+/// One of N deterministic parts of a catalog (shard K of N, written `K/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Shard {
     pub index: usize,
@@ -34,20 +34,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Parses `K/N` with 0 <= K < N.
-    pub fn parse(text: &str) -> Result<Shard> {
-        let bad = || {
-            Error::Usage(format!(
-                "--shard {text:?}: expected K/N with 0 <= K < N, e.g. 0/4"
-            ))
-        };
-        let (k, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count): (usize, usize) = (
-            k.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
+    /// Shard `index` of `count`, with 0 <= index < count.
+    pub fn new(index: usize, count: usize) -> Result<Shard> {
         if count == 0 || index >= count {
-            return Err(bad());
+            return Err(Error::Usage(format!(
+                "shard {index}/{count}: expected K/N with 0 <= K < N, e.g. 0/4"
+            )));
         }
         Ok(Shard { index, count })
     }
@@ -105,7 +97,7 @@ pub struct EmbedSummary {
     pub seconds: f64,
     pub items_per_second: f64,
     pub stage_seconds: StageSeconds,
-    /// With `--shard K/N`: the segment directory published inside the set at `out`.
+    /// With a shard: the segment directory published inside the set at `out`.
     pub segment: Option<PathBuf>,
     /// What the job had to say besides its result (waited for another job, took over a
     /// stale lock, started over because the catalog changed); also printed to stderr.
@@ -151,7 +143,7 @@ pub fn embed_catalog(
         })
         .collect::<Result<_>>()?;
     if opts.batch == 0 {
-        return Err(Error::Usage("--batch must be at least 1".into()));
+        return Err(Error::Usage("the batch size must be at least 1".into()));
     }
     let selected: Vec<usize> = (0..catalog.items.len())
         .filter(|&i| opts.shard.is_none_or(|s| s.contains(&catalog.items[i].id)))
@@ -165,7 +157,7 @@ pub fn embed_catalog(
         }
         None if index::set::is_set(out) => {
             return Err(Error::Usage(format!(
-                "{} is a segment set: embed into it with --shard K/N, or give another --out",
+                "{} is a segment set: embed one shard of it into it, or choose another output",
                 out.display()
             )))
         }
@@ -325,17 +317,14 @@ pub fn embed_catalog(
     }
     let reject_rate = cp.rejected as f64 / selected.len().max(1) as f64;
     if reject_rate > opts.max_reject_rate {
-        return Err(Error::invalid(
-            &catalog.source,
-            format!(
-                "{} of {} items rejected ({:.2}%), more than --max-reject-rate {:.2}%; see {}",
-                cp.rejected,
-                selected.len(),
-                reject_rate * 100.0,
-                opts.max_reject_rate * 100.0,
-                staging.rejects_path().display()
-            ),
-        ));
+        return Err(Error::TooManyRejects {
+            catalog: catalog.source.clone(),
+            rejected: cp.rejected,
+            selected: selected.len(),
+            rate: reject_rate,
+            max_rate: opts.max_reject_rate,
+            report: staging.rejects_path(),
+        });
     }
 
     // Build the index from the memory-mapped staging files.

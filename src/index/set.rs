@@ -93,7 +93,7 @@ pub fn prepare_segment(set_dir: &Path, k: usize, count: usize) -> Result<PathBuf
     if set_dir.join(MANIFEST_FILE).exists() {
         return Err(Error::invalid(
             set_dir,
-            "holds a single index, not a segment set; give --out a new directory for the set",
+            "holds a single index, not a segment set; choose a new directory for the set",
         ));
     }
     std::fs::create_dir_all(set_dir).at(set_dir)?;
@@ -126,7 +126,7 @@ pub fn prepare_segment(set_dir: &Path, k: usize, count: usize) -> Result<PathBuf
         return Err(Error::invalid(
             &path,
             format!(
-                "the set has {} segments; --shard {k}/{count} belongs to a set of {count}",
+                "the set has {} segments; shard {k}/{count} belongs to a set of {count}",
                 m.segments
             ),
         ));

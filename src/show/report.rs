@@ -180,7 +180,7 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
     if req.model.is_none() {
         notes.push(
             "no model: retrieval sheets without attention, no attention panels \
-             (give --model, or keep the model file the index records)"
+             (give a model file, or keep the one the index records)"
                 .into(),
         );
     }

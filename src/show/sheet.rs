@@ -208,11 +208,13 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
     }
     ix.dim(&req.attr)?; // unknown attribute: the index's error names the known ones
     if req.k == 0 {
-        return Err(Error::Usage("-k must be at least 1".into()));
+        return Err(Error::Usage(
+            "the number of results must be at least 1".into(),
+        ));
     }
     if req.explain && req.model.is_none() {
         return Err(Error::Usage(
-            "--explain needs the index's model (give --model FILE)".into(),
+            "explaining results needs the index's model (none was given or recorded)".into(),
         ));
     }
     let lookup = CatalogLookup::new(req.catalog);
@@ -237,7 +239,9 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
         }
         SheetQuery::Image(path) => {
             let model = req.model.ok_or_else(|| {
-                Error::Usage("a query by image needs the index's model (give --model FILE)".into())
+                Error::Usage(
+                    "a query by image needs the index's model (none was given or recorded)".into(),
+                )
             })?;
             let pic = load_picture(path).map_err(|reason| Error::Image {
                 path: path.clone(),

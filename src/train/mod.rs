@@ -2,12 +2,12 @@
 //! the margin ranking loss and AG-MAN's classification loss and weighting ([`loss`]), Adam
 //! with a resumable state ([`adam`]), step decay, batch norm trained in training mode, a
 //! frozen-backbone feature cache ([`cache`]), validation MAP after every epoch, the best
-//! and the last model, a per-epoch log, and `--resume`.
+//! and the last model, a per-epoch log, and resuming a stopped run.
 //!
 //! Files written beside `out` (`M.safetensors`): `M.safetensors` (the best model by
 //! validation MAP; the last one when the catalog has no validation lists), `M.last.safetensors`,
 //! `M.train.json` (options, progress, log), `M.train-state.safetensors` (Adam moments and
-//! AG-MAN's loss weights), `M.log.csv` and `M.log.jsonl`, and with `--freeze-backbone`
+//! AG-MAN's loss weights), `M.log.csv` and `M.log.jsonl`, and with a frozen backbone
 //! `M.features.cache`.
 //!
 //! Determinism: every epoch's triplets and flips come from an RNG seeded by (seed, epoch),
@@ -692,7 +692,7 @@ fn read_state(files: &RunFiles, opts: &TrainOptions) -> Result<TrainState> {
             path: path.clone(),
             found: state.format,
             supported: STATE_FORMAT.to_string(),
-            hint: "start the run again without --resume".into(),
+            hint: "start the run again instead of resuming it".into(),
         });
     }
     // Everything but the epoch count must match the stopped run.
@@ -700,7 +700,7 @@ fn read_state(files: &RunFiles, opts: &TrainOptions) -> Result<TrainState> {
     same.epochs = state.options.epochs;
     if same != state.options {
         return Err(Error::Usage(format!(
-            "{}: --resume needs the options of the stopped run (only --epochs may change); \
+            "{}: resuming needs the options of the stopped run (only the epoch count may change); \
              the run used {}",
             path.display(),
             serde_json::to_string(&state.options).unwrap_or_default()
@@ -708,7 +708,7 @@ fn read_state(files: &RunFiles, opts: &TrainOptions) -> Result<TrainState> {
     }
     if state.epochs_done >= opts.epochs {
         return Err(Error::Usage(format!(
-            "{}: the run already finished {} epochs; ask for more with --epochs",
+            "{}: the run already finished {} epochs; ask for more epochs to continue it",
             path.display(),
             state.epochs_done
         )));
@@ -901,7 +901,7 @@ impl<'m> Trainer<'m> {
         let (loss, stats) = self.batch_loss(triplets, flips)?;
         if !stats.loss.is_finite() {
             return Err(Error::Usage(format!(
-                "the loss became {} at optimiser step {}: lower --lr",
+                "the loss became {} at optimiser step {}: lower the learning rate",
                 stats.loss,
                 self.adam.steps() + 1
             )));
