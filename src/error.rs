@@ -53,12 +53,28 @@ pub enum Error {
     /// Another writer holds the index directory's writer lock.
     #[error("index {} is being written by another process", dir.display())]
     Locked { dir: PathBuf },
-    /// Another batch job holds the work directory's job lock (`embed` without `--wait`).
+    /// Another batch job holds the work directory's job lock (and the job would not wait).
     #[error(
-        "{}: another embed job on this output is running ({holder}); retry later, or pass --wait to wait for it",
+        "{}: another embed job on this output is running ({holder}); retry later, or wait for it",
         work_dir.display()
     )]
     JobBusy { work_dir: PathBuf, holder: String },
+    /// The batch job rejected more of the catalog's items than it may (unreadable images).
+    #[error(
+        "{}: {rejected} of {selected} items rejected ({:.2}%), more than the allowed {:.2}%; see {}",
+        catalog.display(),
+        rate * 100.0,
+        max_rate * 100.0,
+        report.display()
+    )]
+    TooManyRejects {
+        catalog: PathBuf,
+        rejected: usize,
+        selected: usize,
+        rate: f64,
+        max_rate: f64,
+        report: PathBuf,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -58,8 +58,8 @@ impl Default for ImageLimits {
 }
 
 impl ImageLimits {
-    /// The limits set for this process with [`set_max_bytes`] (the CLI's
-    /// `--max-image-bytes`), the defaults otherwise.
+    /// The limits set for this process with [`set_max_bytes`] (the command line sets the
+    /// largest file size), the defaults otherwise.
     pub fn configured() -> Self {
         ImageLimits {
             max_bytes: CONFIGURED_MAX_BYTES.load(Ordering::Relaxed),

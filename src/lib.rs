@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod embed;
+pub mod encode;
 pub mod error;
 pub mod eval;
 #[cfg(feature = "failpoints")]
@@ -48,7 +49,7 @@ macro_rules! failpoint {
 }
 
 /// FNV-1a, 64 bit: a stable hash for assignments that must never change (manifest
-/// query/candidate lists, `--shard K/N`).
+/// query/candidate lists, shard K/N).
 pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for (i, part) in parts.iter().enumerate() {

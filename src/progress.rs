@@ -1,97 +1,148 @@
-//! Progress reporting for long jobs: a bar with rate and ETA on a terminal, plain
-//! periodic lines when stderr is a pipe or a log, nothing when quiet.
+//! Progress of long jobs, reported, never drawn: the library counts and tells a
+//! [`ProgressSink`]; whoever called it decides what a person sees. The command line
+//! draws a bar on a terminal, periodic lines in a pipe or a log, and nothing with `-q`
+//! (see `src/cli/progress.rs`); tests and benchmarks pass [`ProgressMode::Quiet`].
 
-use std::io::IsTerminal;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+/// Receives what long jobs report. Implementations are shared by every job of a process
+/// (hence `'static` in [`ProgressMode`]) and called from many threads.
+pub trait ProgressSink: Send + Sync {
+    /// A counted task starts (`total` steps); its updates go to the returned handle.
+    fn start(&self, label: &str, total: u64) -> Box<dyn ProgressTask>;
 
-/// How a job reports progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// Bar on a terminal, periodic lines otherwise.
-    Auto,
-    /// Never print.
-    Quiet,
+    /// Something a person should know while the job runs (waiting for another job,
+    /// taking over a stale lock, starting over); jobs also return their notices.
+    fn notice(&self, message: &str);
 }
 
-/// A progress reporter that is cheap to call from many threads.
+/// One counted task of a [`ProgressSink`].
+pub trait ProgressTask: Send + Sync {
+    /// `done` of `total` steps are finished (`done` only grows); `elapsed` since the start.
+    fn advance(&self, done: u64, total: u64, elapsed: Duration);
+
+    /// The task is over (successfully or not).
+    fn finish(&self);
+}
+
+/// Where a job reports: nowhere, or a sink.
+#[derive(Clone, Copy)]
+pub enum ProgressMode {
+    /// Report nothing (tests, benchmarks, library callers that want silence).
+    Quiet,
+    /// Report to this sink.
+    Report(&'static dyn ProgressSink),
+}
+
+impl ProgressMode {
+    /// Tells the sink a notice (nothing when quiet).
+    pub fn notice(&self, message: &str) {
+        if let ProgressMode::Report(sink) = self {
+            sink.notice(message);
+        }
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        matches!(self, ProgressMode::Quiet)
+    }
+}
+
+impl fmt::Debug for ProgressMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProgressMode::Quiet => "Quiet",
+            ProgressMode::Report(_) => "Report",
+        })
+    }
+}
+
+/// A counted task, cheap to advance from many threads.
 pub struct Progress {
-    label: String,
     total: u64,
     done: AtomicU64,
     start: Instant,
-    bar: Option<ProgressBar>,
-    /// For non-terminal output: when the last line was printed.
-    last_line: Option<Mutex<Instant>>,
+    task: Option<Box<dyn ProgressTask>>,
 }
-
-const LINE_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Progress {
     pub fn new(label: &str, total: u64, mode: ProgressMode) -> Self {
-        let (bar, last_line) = match mode {
-            ProgressMode::Quiet => (None, None),
-            ProgressMode::Auto if std::io::stderr().is_terminal() => {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
-                    )
-                    .expect("static template")
-                    .progress_chars("=> "),
-                );
-                bar.set_message(label.to_string());
-                (Some(bar), None)
-            }
-            ProgressMode::Auto => (None, Some(Mutex::new(Instant::now()))),
+        let task = match mode {
+            ProgressMode::Quiet => None,
+            ProgressMode::Report(sink) => Some(sink.start(label, total)),
         };
         Progress {
-            label: label.to_string(),
             total,
             done: AtomicU64::new(0),
             start: Instant::now(),
-            bar,
-            last_line,
+            task,
         }
     }
 
     pub fn inc(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
-        } else if let Some(last) = &self.last_line {
-            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= LINE_INTERVAL {
-                *last = Instant::now();
-                eprintln!("{}", self.line(done));
-            }
+        if let Some(task) = &self.task {
+            task.advance(done, self.total, self.start.elapsed());
         }
     }
 
-    fn line(&self, done: u64) -> String {
-        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 {
-            (self.total.saturating_sub(done)) as f64 / rate
-        } else {
-            f64::NAN
-        };
-        format!(
-            "{}: {done}/{} ({:.1} items/s, ETA {:.0} s)",
-            self.label, self.total, rate, eta
-        )
-    }
-
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        if let Some(task) = &self.task {
+            task.finish();
         }
     }
 
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what it is told.
+    struct Recorder(Mutex<Vec<String>>);
+    struct RecorderTask;
+
+    impl ProgressSink for Recorder {
+        fn start(&self, label: &str, total: u64) -> Box<dyn ProgressTask> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {label} {total}"));
+            Box::new(RecorderTask)
+        }
+        fn notice(&self, message: &str) {
+            self.0.lock().unwrap().push(format!("notice {message}"));
+        }
+    }
+    impl ProgressTask for RecorderTask {
+        fn advance(&self, done: u64, total: u64, _: Duration) {
+            RECORDER.0.lock().unwrap().push(format!("{done}/{total}"));
+        }
+        fn finish(&self) {
+            RECORDER.0.lock().unwrap().push("finish".into());
+        }
+    }
+    static RECORDER: Recorder = Recorder(Mutex::new(Vec::new()));
+
+    #[test]
+    fn a_task_reports_counts_and_notices_to_its_sink_and_quiet_reports_nothing() {
+        let mode = ProgressMode::Report(&RECORDER);
+        let p = Progress::new("job", 3, mode);
+        p.inc(1);
+        p.inc(2);
+        p.finish();
+        mode.notice("hello");
+        let q = Progress::new("silent", 3, ProgressMode::Quiet);
+        q.inc(3);
+        ProgressMode::Quiet.notice("unheard");
+        assert_eq!(
+            *RECORDER.0.lock().unwrap(),
+            ["start job 3", "1/3", "3/3", "finish", "notice hello"]
+        );
     }
 }

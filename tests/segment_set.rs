@@ -540,7 +540,7 @@ fn bad_sets_are_refused_naming_the_segment() {
     prepare_segment(&set, 0, 2).unwrap();
     assert!(open_err(&set).contains("no segment of the set has landed yet (0 of 2)"));
     let err = prepare_segment(&set, 1, 3).unwrap_err().to_string();
-    assert!(err.contains("the set has 2 segments; --shard 1/3"), "{err}");
+    assert!(err.contains("the set has 2 segments; shard 1/3"), "{err}");
     std::fs::write(
         set.join("set.json"),
         r#"{"format":"tailor-segment-set","version":9,"segments":2}"#,

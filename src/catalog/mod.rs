@@ -5,11 +5,14 @@
 //! from the path. [`synth`] draws a synthetic garment catalog with known labels.
 
 pub mod asen;
+pub mod asen_write;
 pub mod check;
 pub mod manifest;
+pub mod manifest_write;
 pub mod synth;
 pub mod table;
 pub mod zappos;
+pub mod zappos_write;
 
 pub use table::ItemTable;
 

@@ -17,7 +17,6 @@
 //! ```
 
 use std::f32::consts::PI;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use image::{ImageBuffer, Rgb, RgbImage};
@@ -27,7 +26,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::manifest::is_query;
+use super::asen_write::{write_asen, AsenSplits};
+use super::manifest_write::{write_manifest, ManifestRow};
+use super::zappos_write::{write_zappos, TripletList};
 use super::{Attribute, Schema};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::{Progress, ProgressMode};
@@ -218,133 +219,59 @@ pub fn generate(out: &Path, opts: &SynthOptions, progress: ProgressMode) -> Resu
     }
     let schema = schema();
     let rel_image = |i: usize| format!("images/{i:06}.{ext}");
+    let ids: Vec<String> = (0..opts.items).map(item_id).collect();
+    let values: Vec<Vec<u16>> = values.iter().map(|v| v.to_vec()).collect();
 
-    // CSV manifest + schema.
-    let mut csv = String::from("id,image,split");
-    for a in &schema.attributes {
-        csv.push(',');
-        csv.push_str(&a.name);
-    }
-    csv.push('\n');
-    for i in 0..opts.items {
-        write!(
-            csv,
-            "{},{DATASET}/{},{}",
-            item_id(i),
-            rel_image(i),
-            split_of[i]
-        )
-        .expect("string");
-        for (a, attr) in schema.attributes.iter().enumerate() {
-            write!(csv, ",{}", attr.values[values[i][a] as usize]).expect("string");
-        }
-        csv.push('\n');
-    }
-    write_file(&out.join("manifest.csv"), &csv)?;
-    let mut jsonl = String::new();
-    for i in 0..opts.items {
-        let labels: serde_json::Map<String, serde_json::Value> = schema
-            .attributes
-            .iter()
-            .enumerate()
-            .map(|(a, attr)| {
-                (
-                    attr.name.clone(),
-                    attr.values[values[i][a] as usize].clone().into(),
-                )
-            })
-            .collect();
-        let row = serde_json::json!({
-            "id": item_id(i),
-            "image": format!("{DATASET}/{}", rel_image(i)),
-            "split": split_of[i],
-            "labels": labels,
-        });
-        jsonl.push_str(&row.to_string());
-        jsonl.push('\n');
-    }
-    write_file(&out.join("manifest.jsonl"), &jsonl)?;
-    write_file(
-        &out.join(super::manifest::SCHEMA_FILE),
-        &serde_json::to_string_pretty(&schema).expect("schema serialises"),
-    )?;
+    // Manifest (CSV, JSON lines) + schema.
+    let rows: Vec<ManifestRow> = (0..opts.items)
+        .map(|i| ManifestRow {
+            id: ids[i].clone(),
+            image: format!("{DATASET}/{}", rel_image(i)),
+            split: split_of[i],
+            values: &values[i],
+        })
+        .collect();
+    write_manifest(out, &schema, &rows)?;
 
     // ASEN split files.
-    let meta = serde_json::json!({
-        DATASET: {
-            "ATTRIBUTES": schema.names(),
-            "ATTRIBUTES_NUM": schema.attributes.iter().map(|a| (a.name.clone(), serde_json::json!(a.values.len()))).collect::<serde_json::Map<_, _>>(),
-            "VALUES": schema.attributes.iter().map(|a| (a.name.clone(), serde_json::json!(a.values))).collect::<serde_json::Map<_, _>>(),
-        }
-    });
-    write_file(
-        &out.join("meta.json"),
-        &serde_json::to_string_pretty(&meta).expect("json"),
+    let images: Vec<String> = (0..opts.items).map(rel_image).collect();
+    write_asen(
+        out,
+        &AsenSplits {
+            dataset: DATASET,
+            schema: &schema,
+            ids: &ids,
+            images: &images,
+            values: &values,
+            train: &train,
+            valid: &valid,
+            test: &test,
+        },
     )?;
-    for (name, members) in [("train", &train), ("valid", &valid), ("test", &test)] {
-        let list: String = members.iter().map(|&i| rel_image(i) + "\n").collect();
-        write_file(&ds.join(format!("filenames_{name}.txt")), &list)?;
-    }
-    let mut labels = String::new();
-    for (local, &i) in train.iter().enumerate() {
-        write!(labels, "{local}").expect("string");
-        for (a, v) in values[i].iter().enumerate() {
-            write!(labels, " {a} {v}").expect("string");
-        }
-        labels.push('\n');
-    }
-    write_file(&ds.join("label_train.txt"), &labels)?;
-    for (name, members) in [("valid", &valid), ("test", &test)] {
-        let (mut queries, mut candidates) = (String::new(), String::new());
-        // Attribute-major, as the manifest reader orders them.
-        for (a, attr) in schema.attributes.iter().enumerate() {
-            for (local, &i) in members.iter().enumerate() {
-                let line = format!("{local} {a} {}\n", values[i][a]);
-                if is_query(&item_id(i), &attr.name) {
-                    queries.push_str(&line);
-                } else {
-                    candidates.push_str(&line);
-                }
-            }
-        }
-        write_file(&ds.join(format!("query_{name}.txt")), &queries)?;
-        write_file(&ds.join(format!("candidate_{name}.txt")), &candidates)?;
-    }
 
     // Zappos/CSN triplet lists over the same images.
-    let zappos = out.join("zappos");
-    std::fs::create_dir_all(zappos.join("tripletlists")).at(&zappos)?;
-    let files: String = (0..opts.items)
-        .map(|i| format!("../{DATASET}/{}\n", rel_image(i)))
-        .collect();
-    write_file(&zappos.join("filenames.json"), &files)?;
-    write_file(
-        &zappos.join("conditions.txt"),
-        &(schema.names().join("\n") + "\n"),
-    )?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7219_1e75);
+    let mut lists = Vec::new();
     for (a, attr) in schema.attributes.iter().enumerate() {
         for (file_split, members, per_item) in
             [("train", &train, 2), ("val", &valid, 1), ("test", &test, 1)]
         {
-            let triplets = sample_triplets(
-                &mut rng,
-                members,
-                |i| values[i][a],
-                members.len() * per_item,
-            );
-            let text: String = triplets
-                .iter()
-                .map(|[x, far, close]| format!("{x} {far} {close}\n"))
-                .collect();
-            write_file(
-                &zappos
-                    .join("tripletlists")
-                    .join(format!("{}_tripletlist_{file_split}.txt", attr.name)),
-                &text,
-            )?;
+            lists.push(TripletList {
+                attribute: &attr.name,
+                split: file_split,
+                triplets: sample_triplets(
+                    &mut rng,
+                    members,
+                    |i| values[i][a],
+                    members.len() * per_item,
+                ),
+            });
         }
     }
+    let filenames: Vec<String> = (0..opts.items)
+        .map(|i| format!("../{DATASET}/{}", rel_image(i)))
+        .collect();
+    write_zappos(&out.join("zappos"), &filenames, &schema.names(), &lists)?;
     Ok(SynthSummary {
         out: out.to_path_buf(),
         items: opts.items,
@@ -396,10 +323,6 @@ fn sample_triplets(
         out.push([x, far, close]);
     }
     out
-}
-
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).at(path)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -116,3 +116,56 @@ mod tests {
             .contains("4294967295"));
     }
 }
+
+/// A device: `cpu`, `cuda` or `cuda:N`.
+pub fn device(s: &str) -> Result<tailor::model::DeviceSpec, String> {
+    s.parse().map_err(|e: tailor::Error| e.to_string())
+}
+
+/// A shard `K/N` of a catalog, 0 <= K < N.
+pub fn shard(s: &str) -> Result<tailor::embed::Shard, String> {
+    let bad = || format!("expected K/N with 0 <= K < N, e.g. 0/4, got {s:?}");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    tailor::embed::Shard::new(k, n).map_err(|_| bad())
+}
+
+/// An attribute, optionally weighted: `ATTR` (weight 1) or `ATTR=WEIGHT`.
+pub fn weighted(s: &str) -> Result<tailor::query::Weighted, String> {
+    tailor::query::Weighted::parse(s).map_err(|e| e.to_string())
+}
+
+/// A label condition `ATTR=VALUE` (checked against the index's labels when it is open).
+pub fn condition(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, v)) if !a.is_empty() => Ok((a.to_string(), v.to_string())),
+        _ => Err(format!("expected ATTR=VALUE, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn shards_devices_weights_and_conditions_parse_into_library_values() {
+        let s = shard("1/4").unwrap();
+        assert_eq!((s.index, s.count), (1, 4));
+        for bad in ["4/4", "1", "a/2", "1/0", ""] {
+            assert!(shard(bad).unwrap_err().contains("expected K/N"), "{bad}");
+        }
+        assert_eq!(device("cpu").unwrap(), tailor::model::DeviceSpec::Cpu);
+        assert_eq!(device("cuda:2").unwrap().to_string(), "cuda:2");
+        assert!(device("gpu")
+            .unwrap_err()
+            .contains("expected cpu, cuda or cuda:N"));
+        assert_eq!(weighted("a=0.5").unwrap().weight, 0.5);
+        assert!(weighted("a=x").is_err());
+        assert_eq!(condition("c=red").unwrap(), ("c".into(), "red".into()));
+        assert!(condition("c").is_err());
+        assert!(condition("=red").is_err());
+    }
+}

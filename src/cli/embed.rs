@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::index::GraphArgs;
@@ -26,16 +27,16 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = 32, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     batch: usize,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Trunk precision on the CPU: f32, bf16 (bf16 products with f32 accumulation; needs
     /// AVX512-BF16) or auto (bf16 where the CPU has it).
     #[arg(long, default_value = "f32")]
     precision: model::Precision,
     /// Embed only the K-th of N deterministic parts of the catalog (by a hash of the id)
     /// and publish it as segment K of the segment set at --out.
-    #[arg(long)]
-    shard: Option<String>,
+    #[arg(long, value_name = "K/N", value_parser = super::args::shard)]
+    shard: Option<Shard>,
     /// When another embed job runs on the same output, wait for it to finish instead of
     /// failing at once.
     #[arg(long)]
@@ -54,14 +55,16 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let device = model::device(&args.device)?;
+    let device = args.device.open()?;
     let mut model = Model::load(&args.model, &device)?;
-    let precision = model.set_precision(args.precision)?;
+    let precision = model
+        .set_precision(args.precision)
+        .with_context(|| format!("--precision {}", args.precision))?;
     let catalog = tailor::catalog::open_items(&args.catalog)?;
     let opts = EmbedOptions {
         attributes: args.attrs,
         batch: args.batch,
-        shard: args.shard.as_deref().map(Shard::parse).transpose()?,
+        shard: args.shard,
         max_reject_rate: args.max_reject_rate,
         params: args.graph.params(),
         work_dir: args.work_dir,
@@ -70,7 +73,8 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         progress: out.progress,
         wait: args.wait,
     };
-    let s = embed::embed_items(&model, &catalog, &args.out, &opts)?;
+    let s = embed::embed_items(&model, &catalog, &args.out, &opts)
+        .map_err(super::errors::flag_hint)?;
     if out.json {
         let mut v = serde_json::to_value(&s)?;
         v["precision"] = serde_json::to_value(precision)?;

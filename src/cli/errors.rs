@@ -65,6 +65,7 @@ fn classify(err: &anyhow::Error) -> (&'static str, Option<String>, Option<usize>
                 E::Usage(_) => ("usage", None, None),
                 E::Locked { dir } => ("locked", path(dir), None),
                 E::JobBusy { work_dir, .. } => ("job_busy", path(work_dir), None),
+                E::TooManyRejects { catalog, .. } => ("invalid", path(catalog), None),
             };
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
@@ -124,6 +125,36 @@ pub fn usage(err: clap::Error, json: bool) -> ExitCode {
     }
     let _ = err.print();
     ExitCode::from(err.exit_code().clamp(0, 255) as u8)
+}
+
+/// A library error with the flag a person can change added after it: the library speaks
+/// of values, the command line knows which flag set them.
+#[derive(Debug)]
+pub struct FlagHint {
+    source: tailor::Error,
+    hint: &'static str,
+}
+
+impl std::fmt::Display for FlagHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.source, self.hint)
+    }
+}
+
+impl std::error::Error for FlagHint {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The error, with the flag that would change the outcome where there is one.
+pub fn flag_hint(err: tailor::Error) -> anyhow::Error {
+    let hint = match &err {
+        tailor::Error::JobBusy { .. } => "pass --wait to wait for it",
+        tailor::Error::TooManyRejects { .. } => "--max-reject-rate sets the allowed share",
+        _ => return err.into(),
+    };
+    FlagHint { source: err, hint }.into()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use tailor::catalog::{self, Labels};
 use tailor::index::{
     self, set, AttributeInput, BuildInput, BuildParams, CompactKind, Index, IndexSet, ItemLabels,
 };
+use tailor::model::ModelRecord;
 use tailor::npy;
 
 #[derive(Subcommand, Debug)]
@@ -156,8 +157,11 @@ pub fn run(cmd: IndexCommand, out: &Output) -> anyhow::Result<ExitCode> {
             let model = model
                 .map(|p| -> anyhow::Result<serde_json::Value> {
                     let text = std::fs::read(&p).with_context(|| format!("{}", p.display()))?;
-                    serde_json::from_slice(&text)
-                        .with_context(|| format!("{}: not valid JSON", p.display()))
+                    let value: serde_json::Value = serde_json::from_slice(&text)
+                        .with_context(|| format!("{}: not valid JSON", p.display()))?;
+                    // Recorded verbatim, but the keys tailor reads back must be usable.
+                    ModelRecord::from_json(Some(&value), &p)?;
+                    Ok(value)
                 })
                 .transpose()?;
             let input = build_input(ids, &mats, labels, model);

@@ -9,6 +9,7 @@ pub mod errors;
 mod eval;
 mod index;
 mod model;
+mod progress;
 mod report;
 mod search;
 mod show;
@@ -77,6 +78,8 @@ pub enum Command {
 /// Output settings shared by every command.
 pub struct Output {
     pub json: bool,
+    /// `-q`: no progress (notices still print).
+    pub quiet: bool,
     pub progress: ProgressMode,
 }
 
@@ -94,11 +97,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     tailor::image_io::set_max_bytes(cli.max_image_bytes);
     let out = Output {
         json: cli.json,
-        progress: if cli.quiet {
-            ProgressMode::Quiet
-        } else {
-            ProgressMode::Auto
-        },
+        quiet: cli.quiet,
+        progress: progress::mode(cli.quiet),
     };
     match cli.command {
         Command::Synth(args) => synth::run(args, &out),

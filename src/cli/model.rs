@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Output;
 use tailor::catalog;
-use tailor::model::{self, Arch, BackboneConfig, Model, ModelConfig};
+use tailor::model::{Arch, BackboneConfig, Model, ModelConfig};
 
 #[derive(Subcommand, Debug)]
 pub enum ModelCommand {
@@ -34,8 +34,8 @@ pub enum ModelCommand {
         #[arg(long, value_parser = super::args::positive_u32, allow_negative_numbers = true)]
         input_size: Option<u32>,
         /// Where the weights are drawn: cpu, cuda or cuda:N (the file is the same).
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+        device: tailor::model::DeviceSpec,
     },
     /// Wrap an authors' checkpoint (safetensors, or PyTorch .pth/.pth.tar, zip or legacy) as a tailor
     /// model file. Attribute order must be the checkpoint's (the authors' meta.json order).
@@ -69,8 +69,8 @@ pub enum ModelCommand {
         #[arg(long, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
         embed_dim: Option<usize>,
         /// Where the checkpoint is loaded and checked: cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+        device: tailor::model::DeviceSpec,
     },
     /// Architecture, attributes, input size and parameters of a model file.
     Info {
@@ -191,7 +191,7 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             input_size,
             device,
         } => {
-            let device = model::device(&device)?;
+            let device = device.open()?;
             let (attributes, values) = schema_from(&catalog)?;
             let mut cfg = ModelConfig::new(arch, backbone(&bb)?, attributes, values);
             if let Some(s) = input_size {
@@ -213,7 +213,7 @@ pub fn run(cmd: ModelCommand, out: &Output) -> anyhow::Result<ExitCode> {
             embed_dim,
             device,
         } => {
-            let device = model::device(&device)?;
+            let device = device.open()?;
             let (attributes, values) = match (catalog, attributes) {
                 (Some(c), _) => schema_from(&c)?,
                 (None, Some(a)) => (a, vec![]),

@@ -8,7 +8,8 @@ use clap::Args;
 
 use super::show::{catalog_for, model_for};
 use super::Output;
-use tailor::index::Index;
+use tailor::index::{Index, MANIFEST_FILE};
+use tailor::model::ModelRecord;
 use tailor::show::report::{write_report, ReportRequest};
 
 #[derive(Args, Debug)]
@@ -51,8 +52,8 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Device for the model: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
 }
 
 pub fn run(args: ReportArgs, out: &Output) -> anyhow::Result<ExitCode> {
@@ -63,13 +64,11 @@ pub fn run(args: ReportArgs, out: &Output) -> anyhow::Result<ExitCode> {
             args.index.display()
         );
     };
-    let recorded_model_exists = ix
-        .model()
-        .and_then(|m| m.get("path"))
-        .and_then(|p| p.as_str())
-        .is_some_and(|p| std::path::Path::new(p).is_file());
+    let recorded_model_exists = ModelRecord::from_json(ix.model(), &ix.dir().join(MANIFEST_FILE))?
+        .and_then(|r| r.path)
+        .is_some_and(|p| p.is_file());
     let model = if args.model.is_some() || recorded_model_exists {
-        Some(model_for(&ix, args.model.as_deref(), &args.device)?)
+        Some(model_for(&ix, args.model.as_deref(), args.device)?)
     } else {
         None
     };

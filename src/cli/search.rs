@@ -1,13 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
 use super::index::read_ids;
 use super::Output;
-use tailor::embed;
 use tailor::index::{Hit, IndexSet};
 use tailor::npy;
 use tailor::query::{LabelFilter, Query, Target, Weighted};
@@ -18,8 +17,8 @@ pub struct SearchArgs {
     #[arg(long)]
     index: PathBuf,
     /// Attribute, optionally weighted (ATTR or ATTR=WEIGHT); repeat for a weighted sum.
-    #[arg(long = "attr", required = true)]
-    attrs: Vec<String>,
+    #[arg(long = "attr", required = true, value_parser = super::args::weighted)]
+    attrs: Vec<Weighted>,
     /// Query by an item already in the index.
     #[arg(long, conflicts_with = "vector")]
     item: Option<String>,
@@ -34,8 +33,8 @@ pub struct SearchArgs {
     #[arg(long, requires = "image")]
     model: Option<PathBuf>,
     /// Device for --image: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu", requires = "image")]
-    device: String,
+    #[arg(long, default_value = "cpu", requires = "image", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Precision for --image on the CPU: f32, bf16 or auto (see `tailor embed`).
     #[arg(long, default_value = "f32", requires = "image")]
     precision: tailor::model::Precision,
@@ -49,8 +48,8 @@ pub struct SearchArgs {
     #[arg(long)]
     exact: bool,
     /// Only items with this label (ATTR=VALUE); repeat to combine.
-    #[arg(long = "where")]
-    filters: Vec<String>,
+    #[arg(long = "where", value_name = "ATTR=VALUE", value_parser = super::args::condition)]
+    filters: Vec<(String, String)>,
     /// Re-rank these items (one id per line) instead of searching the whole index.
     #[arg(long)]
     rerank: Option<PathBuf>,
@@ -87,11 +86,7 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
             join_numbers(ix.missing())
         );
     }
-    let attrs = args
-        .attrs
-        .iter()
-        .map(|s| Weighted::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let attrs = args.attrs.clone();
     let target = match (&args.item, &args.vector, &args.image) {
         (Some(id), None, None) => Target::Item(id.clone()),
         (None, Some(p), None) => {
@@ -99,18 +94,24 @@ pub fn run(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
             Target::Vectors((0..m.rows).map(|r| m.row(r).to_vec()).collect())
         }
         (None, None, Some(image)) => {
-            let device = tailor::model::device(&args.device)?;
-            let mut model = embed::model_for_index(ix.first(), args.model.as_deref(), &device)?;
-            model.set_precision(args.precision)?;
+            let device = args.device.open()?;
+            let mut model =
+                tailor::encode::model_for_index(ix.first(), args.model.as_deref(), &device)
+                    .context(
+                        "--image needs the index's model (--model FILE overrides the recorded one)",
+                    )?;
+            model
+                .set_precision(args.precision)
+                .with_context(|| format!("--precision {}", args.precision))?;
             let names: Vec<String> = attrs.iter().map(|w| w.attr.clone()).collect();
-            Target::Vectors(embed::embed_image(&model, image, &names)?)
+            Target::Vectors(tailor::encode::encode_image(&model, image, &names)?)
         }
         _ => bail!("give the query as --item ID, --vector FILE.npy or --image FILE"),
     };
     let filter = if args.filters.is_empty() {
         None
     } else {
-        Some(LabelFilter::parse(ix.first(), &args.filters)?)
+        Some(LabelFilter::new(ix.first(), &args.filters)?)
     };
     let (hits, mode): (Vec<Hit>, &str) = match &args.rerank {
         Some(p) => {

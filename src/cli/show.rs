@@ -10,9 +10,8 @@ use serde::Serialize;
 
 use super::Output;
 use tailor::catalog::{self, Catalog};
-use tailor::embed;
-use tailor::index::Index;
-use tailor::model::{self, Model};
+use tailor::index::{Index, MANIFEST_FILE};
+use tailor::model::{Model, ModelRecord};
 use tailor::show::sheet::{SheetQuery, SheetRequest};
 use tailor::show::space::SpaceRequest;
 use tailor::show::{attention, draw, sheet, space};
@@ -59,8 +58,8 @@ pub struct SearchArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Device for the model: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Graph search breadth.
     #[arg(long, default_value_t = 64)]
     ef: usize,
@@ -90,8 +89,8 @@ pub struct AttentionArgs {
     #[arg(long)]
     out: PathBuf,
     /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Panel size in pixels.
     #[arg(long, default_value_t = 160)]
     tile: u32,
@@ -149,11 +148,8 @@ pub fn run(cmd: ShowCommand, out: &Output) -> anyhow::Result<ExitCode> {
 
 /// The catalog given, else the one `tailor embed` recorded in the index.
 pub fn catalog_for(ix: &Index, given: Option<&Path>) -> anyhow::Result<Option<Catalog>> {
-    let recorded = ix
-        .model()
-        .and_then(|m| m.get("catalog"))
-        .and_then(|c| c.as_str())
-        .map(PathBuf::from);
+    let recorded =
+        ModelRecord::from_json(ix.model(), &ix.dir().join(MANIFEST_FILE))?.and_then(|r| r.catalog);
     match (given, recorded) {
         (Some(p), _) => Ok(Some(catalog::open(p)?)),
         (None, Some(p)) => Ok(Some(catalog::open(&p).with_context(|| {
@@ -167,9 +163,13 @@ pub fn catalog_for(ix: &Index, given: Option<&Path>) -> anyhow::Result<Option<Ca
 }
 
 /// The index's model (identity checked), from `--model` or the recorded path.
-pub fn model_for(ix: &Index, given: Option<&Path>, device: &str) -> anyhow::Result<Model> {
-    let device = model::device(device)?;
-    Ok(embed::model_for_index(ix, given, &device)?)
+pub fn model_for(
+    ix: &Index,
+    given: Option<&Path>,
+    device: tailor::model::DeviceSpec,
+) -> anyhow::Result<Model> {
+    let device = device.open()?;
+    Ok(tailor::encode::model_for_index(ix, given, &device)?)
 }
 
 #[derive(Serialize)]
@@ -190,7 +190,7 @@ fn search(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
         );
     };
     let model = if args.explain || args.image.is_some() {
-        Some(model_for(&ix, args.model.as_deref(), &args.device)?)
+        Some(model_for(&ix, args.model.as_deref(), args.device)?)
     } else {
         None
     };
@@ -238,7 +238,7 @@ fn search(args: SearchArgs, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 fn show_attention(args: AttentionArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let device = model::device(&args.device)?;
+    let device = args.device.open()?;
     let m = Model::load(&args.model, &device)?;
     let (img, panels) =
         attention::attention_sheet(&m, &args.image, &args.attrs, args.tile, args.size)?;

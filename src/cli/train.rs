@@ -12,7 +12,6 @@ use serde::Serialize;
 use super::Output;
 use tailor::catalog;
 use tailor::model::{Arch, BackboneConfig, Model};
-use tailor::progress::ProgressMode;
 use tailor::train::{self, SplitMap, TrainEvent, TrainOptions, TrainSummary, TripletSource};
 
 #[derive(Args, Debug)]
@@ -66,8 +65,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, value_parser = super::args::seed, allow_negative_numbers = true)]
     seed: u64,
     /// cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::args::device)]
+    device: tailor::model::DeviceSpec,
     /// Backbone weights (torchvision names, safetensors), e.g. an ImageNet ResNet-50.
     #[arg(long)]
     backbone_init: Option<PathBuf>,
@@ -162,9 +161,9 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<ExitCode> {
         validate: !args.no_validate,
         feature_cache: args.feature_cache.clone(),
     };
-    let device = tailor::model::device(&args.device)?;
+    let device = args.device.open()?;
     let cat = catalog::open(&args.catalog)?;
-    let mut printer = EventPrinter::new(out.progress);
+    let mut printer = EventPrinter::new(out.quiet);
     let summary = train::train(
         &cat,
         &opts,
@@ -243,22 +242,22 @@ fn test_report(m: &SplitMap, names: &[String]) -> TestReport {
 /// Progress on stderr: a rewritten line on a terminal, a line every 10 s otherwise, and
 /// one line per epoch.
 struct EventPrinter {
-    mode: ProgressMode,
+    quiet: bool,
     tty: bool,
     last: Instant,
 }
 
 impl EventPrinter {
-    fn new(mode: ProgressMode) -> Self {
+    fn new(quiet: bool) -> Self {
         EventPrinter {
-            mode,
+            quiet,
             tty: std::io::stderr().is_terminal(),
             last: Instant::now(),
         }
     }
 
     fn print(&mut self, event: &TrainEvent) {
-        if self.mode == ProgressMode::Quiet {
+        if self.quiet {
             return;
         }
         let mut err = std::io::stderr().lock();

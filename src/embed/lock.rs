@@ -228,7 +228,7 @@ mod tests {
         let err = acquire(&work, false, &mut |m| notes.push(m)).unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains(&format!("pid {}", std::process::id())) && text.contains("--wait"),
+            text.contains(&format!("pid {}", std::process::id())) && text.contains("wait for it"),
             "{text}"
         );
         drop(first);

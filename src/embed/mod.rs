@@ -7,7 +7,7 @@
 //! staging files are memory-mapped and handed to [`crate::index::build`], which publishes
 //! the index atomically. Memory stays bounded by the batch size and the queue depth.
 
-pub mod decode;
+pub use crate::encode::decode;
 pub mod lock;
 pub mod staging;
 
@@ -15,18 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, ItemTable};
+use crate::encode;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{self, AttributeInput, BuildInput, BuildParams, ItemLabels};
-use crate::model::{self, Model};
+use crate::model::{self, Model, ModelRecord};
 use crate::progress::{Progress, ProgressMode};
 use staging::{JobSpec, Reject, Resume, Staging};
 
-/// One of N deterministic parts of a catalog (`--shard K/N`).
+/// One of N deterministic parts of a catalog (shard K of N, written `K/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Shard {
     pub index: usize,
@@ -34,20 +34,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Parses `K/N` with 0 <= K < N.
-    pub fn parse(text: &str) -> Result<Shard> {
-        let bad = || {
-            Error::Usage(format!(
-                "--shard {text:?}: expected K/N with 0 <= K < N, e.g. 0/4"
-            ))
-        };
-        let (k, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count): (usize, usize) = (
-            k.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
+    /// Shard `index` of `count`, with 0 <= index < count.
+    pub fn new(index: usize, count: usize) -> Result<Shard> {
         if count == 0 || index >= count {
-            return Err(bad());
+            return Err(Error::Usage(format!(
+                "shard {index}/{count}: expected K/N with 0 <= K < N, e.g. 0/4"
+            )));
         }
         Ok(Shard { index, count })
     }
@@ -105,7 +97,7 @@ pub struct EmbedSummary {
     pub seconds: f64,
     pub items_per_second: f64,
     pub stage_seconds: StageSeconds,
-    /// With `--shard K/N`: the segment directory published inside the set at `out`.
+    /// With a shard: the segment directory published inside the set at `out`.
     pub segment: Option<PathBuf>,
     /// What the job had to say besides its result (waited for another job, took over a
     /// stale lock, started over because the catalog changed); also printed to stderr.
@@ -167,7 +159,7 @@ pub fn embed_items(
         })
         .collect::<Result<_>>()?;
     if opts.batch == 0 {
-        return Err(Error::Usage("--batch must be at least 1".into()));
+        return Err(Error::Usage("the batch size must be at least 1".into()));
     }
     // u32: the table holds at most u32::MAX items (see `ItemTable::push`).
     let selected: Vec<u32> = (0..catalog.len())
@@ -183,7 +175,7 @@ pub fn embed_items(
         }
         None if index::set::is_set(out) => {
             return Err(Error::Usage(format!(
-                "{} is a segment set: embed into it with --shard K/N, or give another --out",
+                "{} is a segment set: embed one shard of it into it, or choose another output",
                 out.display()
             )))
         }
@@ -204,12 +196,14 @@ pub fn embed_items(
         .work_dir
         .clone()
         .unwrap_or_else(|| crate::sibling_path(&index_dir, "embed-work"));
-    let spec_identity = spec.model_identity.clone();
     // Held until the function returns: staging, build, publish and clean-up.
-    let _lock = lock::acquire(&work_dir, opts.wait, &mut |m| note(&mut notices, m))?;
+    let _lock = lock::acquire(&work_dir, opts.wait, &mut |m| {
+        note(opts.progress, &mut notices, m)
+    })?;
     let (mut staging, resume) = Staging::open(&work_dir, spec)?;
     match resume {
         Resume::Restarted(why) => note(
+            opts.progress,
             &mut notices,
             format!(
                 "{}: starting over, the interrupted run's work does not fit this job: {why}",
@@ -224,6 +218,7 @@ pub fn embed_items(
             if now != staging.checkpoint.images_fingerprint {
                 staging.reset()?;
                 note(
+                    opts.progress,
                     &mut notices,
                     format!(
                         "{}: starting over, an image of the {done} items the interrupted run staged changed since (size or modification time)",
@@ -299,9 +294,8 @@ pub fn embed_items(
                 vec![Vec::new(); attr_ids.len()]
             } else {
                 let n = batch.ids.len();
-                let images = Tensor::from_vec(batch.pixels, (n, 3, size, size), &device)?;
-                model
-                    .embed(&images, &attr_ids)?
+                let images = encode::pixels_tensor(batch.pixels, n, cfg, &device)?;
+                encode::embed_pixels(model, &images, &attr_ids)?
                     .into_iter()
                     .map(|t| t.flatten_all()?.to_vec1::<f32>())
                     .collect::<candle_core::Result<_>>()?
@@ -341,17 +335,14 @@ pub fn embed_items(
     }
     let reject_rate = cp.rejected as f64 / selected.len().max(1) as f64;
     if reject_rate > opts.max_reject_rate {
-        return Err(Error::invalid(
-            &catalog.source,
-            format!(
-                "{} of {} items rejected ({:.2}%), more than --max-reject-rate {:.2}%; see {}",
-                cp.rejected,
-                selected.len(),
-                reject_rate * 100.0,
-                opts.max_reject_rate * 100.0,
-                staging.rejects_path().display()
-            ),
-        ));
+        return Err(Error::TooManyRejects {
+            catalog: catalog.source.clone(),
+            rejected: cp.rejected,
+            selected: selected.len(),
+            rate: reject_rate,
+            max_rate: opts.max_reject_rate,
+            report: staging.rejects_path(),
+        });
     }
 
     // Build the index from the memory-mapped staging files.
@@ -382,18 +373,12 @@ pub fn embed_items(
         })
         .collect::<Result<Vec<_>>>()?;
     let labels = item_labels(catalog, &selected, &ids)?;
-    let model_record = serde_json::json!({
-        "identity": spec_identity,
-        "path": std::fs::canonicalize(&opts.model_path).unwrap_or_else(|_| opts.model_path.clone()),
-        "config": cfg,
-        // Where the images are, for pictures of results (`tailor show search`, `report`).
-        "catalog": std::fs::canonicalize(&catalog.source).unwrap_or_else(|_| catalog.source.clone()),
-    });
+    let model_record = ModelRecord::of(model, &opts.model_path, &catalog.source)?;
     let input = BuildInput {
         ids,
         attributes,
         labels: Some(labels),
-        model: Some(model_record),
+        model: Some(model_record.to_json()),
     };
     index::build(&index_dir, &input, &opts.params, opts.progress)?;
     stages.graph = t.elapsed().as_secs_f64();
@@ -435,9 +420,10 @@ pub fn embed_items(
     })
 }
 
-/// Records a notice and prints it (stderr: it is a diagnostic, not the result).
-fn note(notices: &mut Vec<String>, message: String) {
-    eprintln!("tailor: {message}");
+/// Records a notice and reports it (the command line prints it on stderr: it is a
+/// diagnostic, not the result).
+fn note(progress: ProgressMode, notices: &mut Vec<String>, message: String) {
+    progress.notice(&message);
     notices.push(message);
 }
 
@@ -486,12 +472,7 @@ type LoadedItem = std::result::Result<(Vec<f32>, Duration, Duration), String>;
 
 /// Decodes and pre-processes one item; the timings are (decode, pre-process).
 fn load_item(catalog: &ItemTable, item: usize, cfg: &model::ModelConfig) -> LoadedItem {
-    let t = Instant::now();
-    let img = decode::decode_rgb(&catalog.image_path(item))?;
-    let decoded = t.elapsed();
-    let t = Instant::now();
-    let px = model::preprocess(&img, cfg).map_err(|e| format!("cannot pre-process: {e}"))?;
-    Ok((px, decoded, t.elapsed()))
+    encode::load_pixels_timed(&catalog.image_path(item), cfg)
 }
 
 fn map_f32(path: &Path) -> Result<memmap2::Mmap> {
@@ -554,71 +535,4 @@ fn item_labels(catalog: &ItemTable, selected: &[u32], ids: &[String]) -> Result<
         schema: catalog.schema.clone(),
         labels,
     })
-}
-
-/// Loads the model that embedded an index: `model_path` when given, else the path
-/// recorded in the index manifest; refuses a model whose identity differs from the one
-/// recorded (its vectors would live in another space).
-pub fn model_for_index(
-    index: &crate::index::Index,
-    model_path: Option<&Path>,
-    device: &candle_core::Device,
-) -> Result<Model> {
-    let record = index.model().ok_or_else(|| {
-        Error::invalid(
-            index.dir(),
-            "the index records no model (built from vectors); query it with --item or --vector",
-        )
-    })?;
-    let recorded_path = record
-        .get("path")
-        .and_then(|p| p.as_str())
-        .map(PathBuf::from);
-    let path = match (model_path, &recorded_path) {
-        (Some(p), _) => p.to_path_buf(),
-        (None, Some(p)) => p.clone(),
-        (None, None) => {
-            return Err(Error::invalid(
-                index.dir(),
-                "the index records no model path; give --model FILE",
-            ))
-        }
-    };
-    let model = Model::load(&path, device)?;
-    let expected = record
-        .get("identity")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    let found = model.identity()?;
-    if found != expected {
-        return Err(Error::invalid(
-            &path,
-            format!(
-                "model identity {found} differs from {expected}, the model that embedded {}",
-                index.dir().display()
-            ),
-        ));
-    }
-    Ok(model)
-}
-
-/// Embeds one image file for the given attributes (names): one vector per attribute.
-pub fn embed_image(model: &Model, image: &Path, attributes: &[String]) -> Result<Vec<Vec<f32>>> {
-    let cfg = model.config();
-    let ids = attributes
-        .iter()
-        .map(|a| cfg.attribute_index(a))
-        .collect::<Result<Vec<_>>>()?;
-    let img = decode::decode_rgb(image).map_err(|reason| Error::Image {
-        path: image.to_path_buf(),
-        reason,
-    })?;
-    let px = model::preprocess(&img, cfg)?;
-    let size = cfg.input_size as usize;
-    let t = Tensor::from_vec(px, (1, 3, size, size), model.device())?;
-    model
-        .embed(&t, &ids)?
-        .into_iter()
-        .map(|v| Ok(v.flatten_all()?.to_vec1::<f32>()?))
-        .collect()
 }

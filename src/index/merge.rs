@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use super::build::{
     build_locked, AttributeInput, BuildInput, BuildParams, BuildSummary, ItemLabels, Rows,
 };
-use super::disk::manifest::Manifest;
+use super::disk::manifest::{Manifest, MANIFEST_FILE};
 use super::reader::Index;
 use super::writer::{check_inputs, lock_writer, WorkDir, WriterLock};
 use crate::catalog::Labels;
 use crate::error::{Error, IoContext, Result};
 use crate::fsio;
+use crate::model::ModelRecord;
 use crate::progress::ProgressMode;
 
 /// Builds one index at `out` from the live items of `segments`, which must share
@@ -82,7 +83,8 @@ fn merge_locked(
         .first()
         .ok_or_else(|| Error::Usage("index merge needs at least one segment".into()))?;
     let attrs = first.attributes().to_vec();
-    let identity = |ix: &Index| ix.model().and_then(|m| m.get("identity")).cloned();
+    let record = |ix: &Index| ModelRecord::from_json(ix.model(), &ix.dir().join(MANIFEST_FILE));
+    let first_record = record(first)?;
     for (ix, path) in opened.iter().zip(segments).skip(1) {
         if ix.attributes() != attrs.as_slice() {
             return Err(Error::invalid(
@@ -104,14 +106,16 @@ fn merge_locked(
                 });
             }
         }
-        if identity(ix) != identity(first) {
+        let this_record = record(ix)?;
+        let identity = |r: &Option<ModelRecord>| r.as_ref().and_then(|r| r.identity.clone());
+        if identity(&this_record) != identity(&first_record) {
             return Err(Error::invalid(
                 path,
                 format!(
                     "segment was embedded by model {}, {} by {}",
-                    model_name(identity(ix).as_ref()),
+                    ModelRecord::identity_text(this_record.as_ref()),
                     segments[0].display(),
-                    model_name(identity(first).as_ref())
+                    ModelRecord::identity_text(first_record.as_ref())
                 ),
             ));
         }
@@ -205,13 +209,4 @@ fn merge_locked(
     drop(input);
     drop(maps);
     summary
-}
-
-/// A recorded model identity in words (not Rust's `Some(String(..))`).
-fn model_name(identity: Option<&serde_json::Value>) -> String {
-    match identity {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => "(none recorded: built from vectors)".to_string(),
-    }
 }

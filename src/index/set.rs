@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::{Hit, Index, SearchOptions, VerifyReport, MANIFEST_FILE};
 use crate::catalog::Schema;
 use crate::error::{Error, IoContext, Result};
+use crate::model::ModelRecord;
 use crate::query::{self, LabelFilter, Query, Target, Weighted};
 
 /// The set's own manifest file.
@@ -92,7 +93,7 @@ pub fn prepare_segment(set_dir: &Path, k: usize, count: usize) -> Result<PathBuf
     if set_dir.join(MANIFEST_FILE).exists() {
         return Err(Error::invalid(
             set_dir,
-            "holds a single index, not a segment set; give --out a new directory for the set",
+            "holds a single index, not a segment set; choose a new directory for the set",
         ));
     }
     std::fs::create_dir_all(set_dir).at(set_dir)?;
@@ -125,7 +126,7 @@ pub fn prepare_segment(set_dir: &Path, k: usize, count: usize) -> Result<PathBuf
         return Err(Error::invalid(
             &path,
             format!(
-                "the set has {} segments; --shard {k}/{count} belongs to a set of {count}",
+                "the set has {} segments; shard {k}/{count} belongs to a set of {count}",
                 m.segments
             ),
         ));
@@ -558,8 +559,9 @@ fn check_no_strays(dir: &Path, count: usize) -> Result<()> {
     Ok(())
 }
 
-fn identity(ix: &Index) -> Option<&serde_json::Value> {
-    ix.model().and_then(|m| m.get("identity"))
+/// The model identity a segment records (see [`ModelRecord`]).
+fn identity(ix: &Index) -> Result<Option<String>> {
+    Ok(ModelRecord::from_json(ix.model(), &ix.dir().join(MANIFEST_FILE))?.and_then(|r| r.identity))
 }
 
 /// A segment must match the set's first segment in everything that makes their scores
@@ -574,16 +576,13 @@ fn check_compatible(first_dir: &Path, first: &Index, dir: &Path, ix: &Index) -> 
             ),
         )
     };
-    if identity(ix) != identity(first) {
-        let show = |v: Option<&serde_json::Value>| {
-            v.and_then(|v| v.as_str())
-                .unwrap_or("none recorded")
-                .to_string()
-        };
+    let (this, set) = (identity(ix)?, identity(first)?);
+    if this != set {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "none recorded".to_string());
         return Err(other(format!(
             "was embedded by model {}, the set by {}",
-            show(identity(ix)),
-            show(identity(first))
+            show(this),
+            show(set)
         )));
     }
     if ix.attributes() != first.attributes() {

@@ -14,6 +14,7 @@ pub mod heads;
 pub mod legacy_pth;
 pub mod precision;
 pub mod preprocess;
+pub mod record;
 pub mod weights;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ pub use backbone::BackboneOutput;
 pub use config::{Arch, BackboneConfig, ModelConfig};
 pub use precision::Precision;
 pub use preprocess::preprocess;
+pub use record::ModelRecord;
 pub use weights::LoadProblems;
 
 use crate::error::{Error, Result};
@@ -35,26 +37,70 @@ use backbone::ResNet;
 use heads::{ag_man::AgManHead, asen::AsenHead, asen_v2::AsenV2Head, csn::CsnHead, HeadForward};
 use weights::{Checked, Record, Recording, SeededInit};
 
-/// Parses `cpu`, `cuda` or `cuda:N` and opens that device. CUDA needs a build with the
-/// `cuda` feature, the NVIDIA driver and a GPU with that ordinal; each missing piece is a
-/// [`Error::Usage`] saying which, never a panic.
-pub fn device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => open_cuda(spec, 0),
-        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => open_cuda(spec, n),
-            _ => Err(Error::Usage(format!(
-                "unknown device {spec:?}: expected cpu, cuda or cuda:N (N a GPU ordinal)"
-            ))),
-        },
+/// A compute device, by name: `cpu`, `cuda` (the first GPU) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    /// A CUDA GPU by ordinal; `explicit` keeps whether it was written `cuda:N` (for messages).
+    Cuda { ordinal: usize, explicit: bool },
+}
+
+impl DeviceSpec {
+    /// Opens the device. CUDA needs a build with the `cuda` feature, the NVIDIA driver and
+    /// a GPU with that ordinal; each missing piece is a [`Error::Usage`] saying which,
+    /// never a panic.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda { ordinal, .. } => open_cuda(&self.to_string(), ordinal),
+        }
     }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+    fn from_str(spec: &str) -> Result<DeviceSpec> {
+        match spec {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda {
+                ordinal: 0,
+                explicit: false,
+            }),
+            s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Ok(DeviceSpec::Cuda {
+                    ordinal,
+                    explicit: true,
+                }),
+                _ => Err(Error::Usage(format!(
+                    "unknown device {spec:?}: expected cpu, cuda or cuda:N (N a GPU ordinal)"
+                ))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda {
+                explicit: false, ..
+            } => f.write_str("cuda"),
+            DeviceSpec::Cuda { ordinal, .. } => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N` ([`DeviceSpec`]) and opens that device.
+pub fn device(spec: &str) -> Result<Device> {
+    spec.parse::<DeviceSpec>()?.open()
 }
 
 fn no_bf16_cpu() -> Error {
     Error::Usage(format!(
-        "--precision bf16 needs a CPU with AVX512-BF16 (x86-64 AVX512F+BW+BF16), and this \
-         one has none{}; use --precision f32 (or auto, which falls back to f32)",
+        "precision bf16 needs a CPU with AVX512-BF16 (x86-64 AVX512F+BW+BF16), and this \
+         one has none{}; use precision f32 (or auto, which falls back to f32)",
         if std::env::var(bf16::DISABLE_ENV).is_ok_and(|v| v != "0") {
             format!(" ({} is set)", bf16::DISABLE_ENV)
         } else {
@@ -592,8 +638,8 @@ impl Model {
             let kernel = bf16::Kernel::detect().ok_or_else(no_bf16_cpu)?;
             let fast = self.fast.as_mut().ok_or_else(|| {
                 Error::Usage(format!(
-                    "--precision bf16 runs on the CPU inference trunk; this model is on {:?}{}: \
-                     use --precision f32",
+                    "precision bf16 runs on the CPU inference trunk; this model is on {:?}{}: \
+                     use precision f32",
                     self.device.location(),
                     if self.trainable { " and trainable" } else { "" }
                 ))
@@ -614,7 +660,7 @@ impl Model {
         self.precision
     }
 
-    /// Whether `--precision bf16` (and so `auto`) can run here: a CPU inference model on a
+    /// Whether precision bf16 (and so `auto`) can run here: a CPU inference model on a
     /// CPU with AVX512-BF16.
     pub fn bf16_available(&self) -> bool {
         self.fast.is_some() && bf16::Kernel::detect().is_some()

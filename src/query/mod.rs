@@ -68,24 +68,34 @@ pub struct LabelFilter {
 }
 
 impl LabelFilter {
-    /// Parses `attr=value` conditions against the index's label schema.
+    /// Parses `attr=value` conditions against the index's label schema (see [`Self::new`]).
     pub fn parse(index: &Index, conditions: &[String]) -> Result<LabelFilter> {
+        let pairs = conditions
+            .iter()
+            .map(|c| {
+                c.split_once('=')
+                    .map(|(a, v)| (a.to_string(), v.to_string()))
+                    .ok_or_else(|| Error::Usage(format!("filter {c:?}: expected attribute=value")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        LabelFilter::new(index, &pairs)
+    }
+
+    /// The filter of (attribute, value) conditions, checked against the index's labels.
+    pub fn new(index: &Index, conditions: &[(String, String)]) -> Result<LabelFilter> {
         let schema = index.schema().ok_or_else(|| {
             Error::Usage(format!(
-                "{}: the index has no labels to filter on (build it with --catalog)",
+                "{}: the index has no labels to filter on (it was built without a catalog)",
                 index.dir().display()
             ))
         })?;
         let mut allowed: BTreeMap<usize, BTreeSet<ValueId>> = BTreeMap::new();
-        for c in conditions {
-            let (name, value) = c
-                .split_once('=')
-                .ok_or_else(|| Error::Usage(format!("filter {c:?}: expected attribute=value")))?;
+        for (name, value) in conditions {
             let a = schema.attribute_index(name)?;
             let values = &schema.attributes[a].values;
             let v = values.iter().position(|x| x == value).ok_or_else(|| {
                 Error::Usage(format!(
-                    "filter {c:?}: {name} has no value {value:?} (values: {})",
+                    "filter \"{name}={value}\": {name} has no value {value:?} (values: {})",
                     values.join(", ")
                 ))
             })?;

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::draw::{self, AttentionMap, GREY, INK, MISMATCH};
 use super::grid::{Cell, Grid, LegendItem};
-use crate::embed;
 use crate::error::{Error, Result};
 use crate::model::{self, Model};
 
@@ -74,7 +73,7 @@ pub fn attention_sheet(
     size: Option<(u32, u32)>,
 ) -> Result<(RgbImage, Vec<PanelSummary>)> {
     let ids = model_attributes(model, attrs)?;
-    let img = embed::decode::decode_rgb(image)
+    let img = crate::encode::decode::decode_rgb(image)
         .map_err(|reason| Error::Image {
             path: image.to_path_buf(),
             reason,

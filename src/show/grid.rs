@@ -135,7 +135,7 @@ impl Grid {
                 if !fits(MIN_TILE) {
                     return Err(Error::Usage(format!(
                         "a {w}x{h} picture is too small for {} tiles and their captions; \
-                         ask for a larger --size",
+                         ask for a larger picture",
                         self.cells.len() + self.lead.is_some() as usize
                     )));
                 }

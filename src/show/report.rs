@@ -19,7 +19,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::eval::index_source::GraphSearch;
 use crate::eval::{self, source, MapOptions, MapReport, NeighbourSearch, TripletReport};
 use crate::index::Index;
+use crate::index::MANIFEST_FILE;
 use crate::model::Model;
+use crate::model::ModelRecord;
 use crate::progress::{Progress, ProgressMode};
 
 pub struct ReportRequest<'a> {
@@ -178,7 +180,7 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
     if req.model.is_none() {
         notes.push(
             "no model: retrieval sheets without attention, no attention panels \
-             (give --model, or keep the model file the index records)"
+             (give a model file, or keep the one the index records)"
                 .into(),
         );
     }
@@ -228,7 +230,7 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
             let Some(path) = lookup.image_path(&s.query) else {
                 continue;
             };
-            let Ok(img) = crate::embed::decode::decode_rgb(&path) else {
+            let Ok(img) = crate::encode::decode::decode_rgb(&path) else {
                 notes.push(format!("attention: cannot decode {}", path.display()));
                 continue;
             };
@@ -269,7 +271,9 @@ pub fn write_report(req: &ReportRequest) -> Result<ReportSummary> {
         );
     }
 
+    let record = ModelRecord::from_json(req.index.model(), &req.index.dir().join(MANIFEST_FILE))?;
     let html = page(&Page {
+        record: record.as_ref(),
         req,
         created: &created,
         report: report.as_ref(),
@@ -401,6 +405,8 @@ fn map_chart(r: &MapReport, path: &Path) -> Result<()> {
 
 struct Page<'a> {
     req: &'a ReportRequest<'a>,
+    /// What the index records about its model.
+    record: Option<&'a ModelRecord>,
     created: &'a str,
     report: Option<&'a MapReport>,
     chart: Option<&'a str>,
@@ -436,18 +442,8 @@ fn page(p: &Page) -> String {
         env!("CARGO_PKG_VERSION")
     );
     // Identity.
-    let model = ix.model();
-    let get = |k: &str| {
-        model.and_then(|m| m.get(k)).map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string())
-        })
-    };
-    let arch = model
-        .and_then(|m| m.pointer("/config/arch"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let record = p.record;
+    let arch = record.and_then(|r| r.arch()).map(|a| a.to_string());
     let rows: Vec<(&str, String)> = vec![
         ("index", ix.dir().display().to_string()),
         (
@@ -457,7 +453,9 @@ fn page(p: &Page) -> String {
         ("attributes", ix.attributes().join(", ")),
         (
             "model identity",
-            get("identity").unwrap_or_else(|| "not recorded".into()),
+            record
+                .and_then(|r| r.identity.clone())
+                .unwrap_or_else(|| "not recorded".into()),
         ),
         (
             "model architecture",
@@ -465,7 +463,10 @@ fn page(p: &Page) -> String {
         ),
         (
             "model file",
-            get("path").unwrap_or_else(|| "not recorded".into()),
+            record
+                .and_then(|r| r.path.as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "not recorded".into()),
         ),
         (
             "model for attention",

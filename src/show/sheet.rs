@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::draw::{self, AttentionMap, GREY, INK, MATCH, MISMATCH, QUERY};
 use super::grid::{Cell, Grid, LegendItem};
 use crate::catalog::{Catalog, ValueId};
-use crate::embed;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::{self, Model};
@@ -157,7 +156,7 @@ impl<'a> ValueSource<'a> {
 
 /// Decodes an image for display; a failure is a reason string.
 fn load_picture(path: &Path) -> std::result::Result<RgbImage, String> {
-    embed::decode::decode_rgb(path).map(|img| img.to_rgb8())
+    crate::encode::decode::decode_rgb(path).map(|img| img.to_rgb8())
 }
 
 /// The attribute's first-level spatial attention of each image (None where an image is
@@ -209,11 +208,13 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
     }
     ix.dim(&req.attr)?; // unknown attribute: the index's error names the known ones
     if req.k == 0 {
-        return Err(Error::Usage("-k must be at least 1".into()));
+        return Err(Error::Usage(
+            "the number of results must be at least 1".into(),
+        ));
     }
     if req.explain && req.model.is_none() {
         return Err(Error::Usage(
-            "--explain needs the index's model (give --model FILE)".into(),
+            "explaining results needs the index's model (none was given or recorded)".into(),
         ));
     }
     let lookup = CatalogLookup::new(req.catalog);
@@ -238,13 +239,15 @@ pub fn search_sheet(req: &SheetRequest) -> Result<(RgbImage, SheetSummary)> {
         }
         SheetQuery::Image(path) => {
             let model = req.model.ok_or_else(|| {
-                Error::Usage("a query by image needs the index's model (give --model FILE)".into())
+                Error::Usage(
+                    "a query by image needs the index's model (none was given or recorded)".into(),
+                )
             })?;
             let pic = load_picture(path).map_err(|reason| Error::Image {
                 path: path.clone(),
                 reason,
             })?;
-            let v = embed::embed_image(model, path, std::slice::from_ref(&req.attr))?;
+            let v = crate::encode::encode_image(model, path, std::slice::from_ref(&req.attr))?;
             notes.push(
                 "query is an image file: its value is unknown, results are not framed".into(),
             );

@@ -155,7 +155,10 @@ pub fn space_map(req: &SpaceRequest, out: &Path) -> Result<SpaceSummary> {
         ));
     }
     if req.max_points < 2 {
-        return Err(Error::Usage("--max-points must be at least 2".into()));
+        return Err(Error::Usage(format!(
+            "at most {} points: a map needs at least 2",
+            req.max_points
+        )));
     }
     let mut rows = live.clone();
     if rows.len() > req.max_points {

@@ -1,5 +1,5 @@
 //! Adam (PyTorch's `torch.optim.Adam`, no weight decay) with a state that can be saved
-//! and restored, so that `--resume` continues exactly where a run stopped. Candle's
+//! and restored, so that a resumed run continues exactly where it stopped. Candle's
 //! `AdamW` keeps its moments private; with weight decay 0 it is the same update.
 
 use std::collections::HashMap;

@@ -7,7 +7,6 @@ use rayon::prelude::*;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::model::preprocess::resize_and_crop;
 use crate::model::ModelConfig;
 use crate::progress::{Progress, ProgressMode};
 
@@ -37,16 +36,8 @@ impl ImageStore {
         let decoded: Vec<Vec<u8>> = items
             .par_iter()
             .map(|&item| {
-                let path = catalog.image_path(item);
-                // The same loader as embedding: a photo is trained as it will be indexed.
-                let img = crate::image_io::decode_rgb(&path).map_err(|e| Error::Image {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                let rgb = resize_and_crop(&img, cfg.input_size).map_err(|e| Error::Image {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                // The same path as embedding: a photo is trained as it will be indexed.
+                let rgb = crate::encode::load_rgb(&catalog.image_path(item), cfg)?;
                 bar.inc(1);
                 Ok(rgb.into_raw())
             })

@@ -1,6 +1,6 @@
-//! Image decoding for the batch job: every failure becomes a reason string for the
-//! rejects report, never a panic. The loader itself is [`crate::image_io`], shared with
-//! training, `search --image` and `catalog check`.
+//! Image decoding for every image path: every failure becomes a reason string (the batch
+//! job writes it to its rejects report), never a panic. The loader is [`crate::image_io`],
+//! shared with `catalog check`.
 
 use std::path::Path;
 
