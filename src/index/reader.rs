@@ -562,7 +562,19 @@ impl Index {
                 let cap = opts.rescore.unwrap_or(usize::MAX).max(opts.k);
                 let mut kth: BinaryHeap<Reverse<Sim>> = BinaryHeap::with_capacity(opts.k + 1);
                 let mut out = Vec::with_capacity(opts.k * 2);
-                for &(approx, n) in walk.iter().take(cap) {
+                let walk = &walk[..walk.len().min(cap)];
+                let row_of = |n: u32| rows.get(n as usize * dim..(n as usize + 1) * dim);
+                for (i, &(approx, n)) in walk.iter().enumerate() {
+                    // The next candidates' rows are random reads of the f32 file: ask
+                    // for the one two ahead while this one is scored, unless its bound
+                    // already rules it out (the k-th score only rises).
+                    if let Some(&(a2, m)) = walk.get(i + 2) {
+                        let out_of_reach = kth.len() >= opts.k
+                            && kth.peek().is_some_and(|Reverse(Sim(t))| upper(a2, m) < *t);
+                        if let Some(r) = row_of(m).filter(|_| !out_of_reach) {
+                            prefetch(bytemuck::cast_slice(r), PREFETCH_F32_LINES);
+                        }
+                    }
                     if kth.len() >= opts.k
                         && kth
                             .peek()
