@@ -42,7 +42,7 @@ fn main() {
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let centres: Vec<f32> = (0..100 * dim).map(|_| normal(&mut rng)).collect();
-    let mut point = |rng: &mut rand_chacha::ChaCha8Rng| {
+    let point = |rng: &mut rand_chacha::ChaCha8Rng| {
         let c = rng.gen_range(0..100);
         (0..dim)
             .map(|j| centres[c * dim + j] + normal(rng))

@@ -830,7 +830,8 @@ fn bit1_verify_and_bad_queries() {
     let work = tempfile::tempdir().unwrap();
     // Layout (index-format.md): 64-byte header, 300 x 8 bytes of corrections, rows at
     // 4096; 24-d rows are rotated in 64 coordinates, one u64 word per row.
-    let cases: [(&str, usize, &dyn Fn(&mut Vec<u8>)); 3] = [
+    type Damage<'a> = &'a dyn Fn(&mut Vec<u8>);
+    let cases: [(&str, usize, Damage); 3] = [
         ("code bit", 17, &|b| b[4096 + 17 * 8] ^= 0x10),
         ("texture code bit", 0, &|b| b[4096 + 7] ^= 0x80),
         ("correction", 9, &|b| {
@@ -908,7 +909,7 @@ fn batch_search_equals_single_queries() {
     for compact in [CompactKind::None, CompactKind::Int8, CompactKind::Bit1] {
         let f = build_fixture(1200, compact);
         let ix = Index::open(&f.path).unwrap();
-        let even = |r: usize| r % 2 == 0;
+        let even = |r: usize| r.is_multiple_of(2);
         for accept in [None, Some(&even as &(dyn Fn(usize) -> bool + Sync))] {
             let mut opts = index::SearchOptions::new(10, 40);
             opts.accept = accept;
