@@ -203,15 +203,31 @@ fn round_trip_and_exact_search() {
 /// from another mixture already drop recall to ~0.96).
 const FLOOR_EF32: f64 = 0.97;
 const FLOOR_EF64: f64 = 0.98;
+/// The candidate-list lengths at which the bit1 walk must reach the floors above.
+const BIT1_EF_LOW: usize = 128;
+const BIT1_EF_HIGH: usize = 256;
 
 #[test]
 fn hnsw_recall_on_clustered_data() {
     // Held-out queries from the fixture's mixture (same seed: the stream continues).
     let queries = mixture(4200, DA, 12, 1)[4000 * DA..].to_vec();
-    for compact in [CompactKind::None, CompactKind::Int8, CompactKind::F16] {
+    for compact in [
+        CompactKind::None,
+        CompactKind::Int8,
+        CompactKind::F16,
+        CompactKind::Bit1,
+    ] {
         let f = build_fixture(4000, compact);
         let ix = Index::open(&f.path).unwrap();
-        for (ef, floor) in [(32, FLOOR_EF32), (64, FLOOR_EF64)] {
+        // 1-bit codes of 24-d rows (64 rotated coordinates) steer the walk coarsely;
+        // its candidate list must be longer for the same recall (the re-scoring is
+        // exact among the candidates). Measured: see the test's output.
+        let efs = if compact == CompactKind::Bit1 {
+            [(BIT1_EF_LOW, FLOOR_EF32), (BIT1_EF_HIGH, FLOOR_EF64)]
+        } else {
+            [(32, FLOOR_EF32), (64, FLOOR_EF64)]
+        };
+        for (ef, floor) in efs {
             let mut hits = 0;
             for q in queries.chunks_exact(DA) {
                 let approx: HashSet<usize> = ix
@@ -790,6 +806,135 @@ fn verify_finds_structural_damage_behind_valid_checksums() {
         b[last] |= 0x80; // row 319 of a 300-row bitmap
     });
     check(".tomb", "bit count against the header", &|b| b[64] ^= 0x01);
+}
+
+/// A bit1 copy that disagrees with its f32 rows (a flipped code bit, a changed
+/// correction term), behind valid checksums: verify names the attribute, the file and
+/// the row. Bad queries get the same errors as with the other kinds.
+#[test]
+fn bit1_verify_and_bad_queries() {
+    let f = build_fixture(300, CompactKind::Bit1);
+    let ix = Index::open(&f.path).unwrap();
+    assert!(ix.verify().unwrap().ok);
+    assert!(matches!(
+        ix.search("shape", &[1.0; 3], 5, 10),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    let mut q = unit(&f.a[..DA]);
+    assert_eq!(ix.search("shape", &q, 3, 10).unwrap()[0].row, 0);
+    q[4] = f32::NAN;
+    let err = ix.search("shape", &q, 5, 10).unwrap_err();
+    assert!(err.to_string().contains("non-finite"), "{err}");
+    assert!(ix.search("shape", &[0.0; DA], 5, 10).is_err());
+    drop(ix);
+    let work = tempfile::tempdir().unwrap();
+    // Layout (index-format.md): 64-byte header, 300 x 8 bytes of corrections, rows at
+    // 4096; 24-d rows are rotated in 64 coordinates, one u64 word per row.
+    type Damage<'a> = &'a dyn Fn(&mut Vec<u8>);
+    let cases: [(&str, usize, Damage); 3] = [
+        ("code bit", 17, &|b| b[4096 + 17 * 8] ^= 0x10),
+        ("texture code bit", 0, &|b| b[4096 + 7] ^= 0x80),
+        ("correction", 9, &|b| {
+            let at = 64 + 9 * 8;
+            let v = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            b[at..at + 4].copy_from_slice(&(v * 0.9).to_le_bytes());
+        }),
+    ];
+    for (i, (what, row, damage)) in cases.iter().enumerate() {
+        let d = work.path().join(format!("{i}"));
+        copy_dir(&f.path, &d);
+        let suffix = if what.starts_with("texture") {
+            ".a1.bit1.vec"
+        } else {
+            ".a0.bit1.vec"
+        };
+        let p = file_named(&d, suffix);
+        let mut bytes = std::fs::read(&p).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&p, &bytes).unwrap();
+        fix_checksum(&d, &p);
+        let report = Index::open(&d).unwrap().verify().unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let attr = if what.starts_with("texture") {
+            "\"texture\""
+        } else {
+            "\"shape\""
+        };
+        let row = format!("row {row} ");
+        assert!(
+            !report.ok
+                && report
+                    .problems
+                    .iter()
+                    .any(|pr| pr.contains(&name) && pr.contains(attr) && pr.contains(&row)),
+            "{what}: {:?}",
+            report.problems
+        );
+    }
+}
+
+/// With the bound's strict re-scoring, every result's score is exact, results are in
+/// exact order, and a bit1 walk returns the exact top-k among the rows it re-scored:
+/// with ef as large as the index, exactly the brute-force top-k.
+#[test]
+fn bit1_rescoring_is_exact() {
+    let f = build_fixture(600, CompactKind::Bit1);
+    let ix = Index::open(&f.path).unwrap();
+    for r in [0usize, 5, 99, 431] {
+        let q = &f.a[r * DA..(r + 1) * DA];
+        let exact = ix.search_exact("shape", q, 10).unwrap();
+        let got = ix.search("shape", q, 10, 600).unwrap();
+        assert_eq!(
+            got.iter().map(|h| h.row).collect::<Vec<_>>(),
+            exact.iter().map(|h| h.row).collect::<Vec<_>>(),
+            "query row {r}"
+        );
+        for (g, e) in got.iter().zip(&exact) {
+            assert!((g.score - e.score).abs() < 1e-5);
+        }
+    }
+}
+
+/// Batch search returns, per query, exactly what one call per query returns (every
+/// walk kind, with and without a filter), on a pool of several threads; a bad query
+/// fails the batch with the single search's error.
+#[test]
+fn batch_search_equals_single_queries() {
+    let queries = mixture(4060, DA, 12, 1)[4000 * DA..].to_vec();
+    let qs: Vec<&[f32]> = queries.chunks_exact(DA).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for compact in [CompactKind::None, CompactKind::Int8, CompactKind::Bit1] {
+        let f = build_fixture(1200, compact);
+        let ix = Index::open(&f.path).unwrap();
+        let even = |r: usize| r.is_multiple_of(2);
+        for accept in [None, Some(&even as &(dyn Fn(usize) -> bool + Sync))] {
+            let mut opts = index::SearchOptions::new(10, 40);
+            opts.accept = accept;
+            let batch = pool
+                .install(|| ix.search_batch("shape", &qs, &opts))
+                .unwrap();
+            assert_eq!(batch.len(), qs.len());
+            for (q, got) in qs.iter().zip(&batch) {
+                assert_eq!(
+                    got,
+                    &ix.search_with("shape", q, &opts).unwrap(),
+                    "{compact:?}"
+                );
+            }
+            let rows = ix.search_rows_batch("shape", &qs, &opts).unwrap();
+            assert_eq!(rows[3], ix.search_rows("shape", qs[3], &opts).unwrap());
+        }
+        let mut bad = qs.clone();
+        let short = [1.0f32; 3];
+        bad[5] = &short;
+        assert!(matches!(
+            ix.search_batch("shape", &bad, &index::SearchOptions::new(5, 20)),
+            Err(Error::DimensionMismatch { got: 3, .. })
+        ));
+    }
 }
 
 #[test]

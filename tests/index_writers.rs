@@ -142,6 +142,48 @@ fn compact_is_a_fixed_point() {
     assert_eq!(snapshot(&dir), once);
 }
 
+/// Every writer accepts the bit1 kind: add, remove, compact and merge (into bit1 and
+/// into int8) leave an index that verifies (codes recomputed from the f32 rows) and
+/// whose bit1 graph search, with `ef` covering the index, equals exact search.
+#[test]
+fn bit1_through_add_remove_compact_and_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ix");
+    build_with(&dir, 200, "item", 5, CompactKind::Bit1);
+    add(&dir, 40, "new", 6).unwrap();
+    remove(&dir, &["item3", "new7"]).unwrap();
+    let check = |d: &Path, kind: CompactKind| {
+        let ix = Index::open(d).unwrap();
+        assert_eq!(ix.manifest().params.compact, kind);
+        let report = ix.verify().unwrap();
+        assert!(report.ok, "{:?}", report.problems);
+        for r in [0usize, 50, 120] {
+            let q = ix.vector("shape", r).unwrap().to_vec();
+            let rows = |h: Vec<index::Hit>| h.into_iter().map(|h| h.row).collect::<Vec<_>>();
+            let exact = rows(ix.search_exact("shape", &q, 5).unwrap());
+            assert_eq!(rows(ix.search("shape", &q, 5, ix.len()).unwrap()), exact);
+        }
+    };
+    check(&dir, CompactKind::Bit1);
+    index::compact(&dir, ProgressMode::Quiet).unwrap();
+    assert_eq!(Index::open(&dir).unwrap().len(), 238);
+    check(&dir, CompactKind::Bit1);
+    let other = tmp.path().join("other");
+    build(&other, 50, "o", 9);
+    for kind in [CompactKind::Bit1, CompactKind::Int8] {
+        let out = tmp.path().join(format!("merged-{kind:?}"));
+        index::merge(
+            &out,
+            &[dir.clone(), other.clone()],
+            &params(kind),
+            ProgressMode::Quiet,
+        )
+        .unwrap();
+        assert_eq!(Index::open(&out).unwrap().len(), 288);
+        check(&out, kind);
+    }
+}
+
 /// Writer (remove/add/compact commits) and reader (open + search) side by side: at
 /// least `searches` searches and `commits` commits. Returns (searches, commits).
 fn readers_and_writer(searches: usize, commits: usize) -> (usize, usize) {

@@ -7,6 +7,8 @@ document rather than copied bugs.
   read_index.py DIR                                   summary + full validation
   read_index.py DIR --exact ATTR ROW -k K             brute-force top-k
   read_index.py DIR --walk ATTR ROW -k K --ef EF      HNSW search over the stored graph
+  read_index.py DIR --estimate ATTR ROW QROW          bit1: estimate, bound and exact score
+                                                      of ROW for the query vec[QROW] (JSON)
 """
 import argparse
 import heapq
@@ -20,7 +22,8 @@ import numpy as np
 
 SUPPORTED_VERSIONS = (1, 2)  # INDEX_FORMAT_OLDEST_SUPPORTED_VERSION ..= INDEX_FORMAT_VERSION
 HEADER = struct.Struct("<8sIIQQQQ16s")
-ELEMENT_TYPES = {0: "f32", 1: "f16", 2: "int8"}
+ELEMENT_TYPES = {0: "f32", 1: "f16", 2: "int8", 3: "bit1"}
+MASK64 = (1 << 64) - 1
 NO_ENTRY = 0xFFFFFFFFFFFFFFFF
 MANIFEST_LIMIT = 256 << 20
 
@@ -82,9 +85,18 @@ def read_vectors(path, n, dim):
     need(f.a in ELEMENT_TYPES, f"{f.name}: unknown element type {f.a}")
     need(f.count == n, f"{f.name}: {f.count} rows, manifest says {n}")
     need(f.b == dim and 1 <= dim <= 0xFFFFFFFF, f"{f.name}: dim {f.b}, manifest says {dim}")
-    need(f.c == 0 and f.d == 0, f"{f.name}: header c/d not zero")
     kind, page = ELEMENT_TYPES[f.a], row_page(f.version)
+    need((kind == "bit1" or f.c == 0) and f.d == 0, f"{f.name}: header c/d not zero")
     scales = None
+    if kind == "bit1":
+        # "1-bit codes (bit1)": N (dot, residual) f32 pairs, padding, N codes of W words.
+        words = bit1_padded(dim) // 64
+        corr = f.view(64, np.float32, 2 * n).reshape(n, 2)
+        start = align_up(64 + 8 * n, page)
+        f.zeros(64 + 8 * n, start, "padding")
+        f.expect_len(start + 8 * words * n)
+        codes = f.view(start, np.uint64, n * words).reshape(n, words)
+        return kind, codes, Bit1(dim, f.c, corr), f.version
     if kind == "int8":
         scales = f.view(64, np.float32, n)
         need(np.all(np.isfinite(scales)) and np.all(scales > 0), f"{f.name}: bad scale")
@@ -99,6 +111,77 @@ def read_vectors(path, n, dim):
     f.expect_len(start + size * n * dim)
     rows = f.view(start, dtype, n * dim).reshape(n, dim)
     return kind, rows, scales, f.version
+
+
+def bit1_padded(dim):
+    q = 1
+    while q < dim:
+        q *= 2
+    return max(64, q)
+
+
+def splitmix64(seed, g):
+    z = (seed + (g + 1) * 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+class Bit1:
+    """The rotation, corrections and estimate of a bit1 file, from index-format.md."""
+
+    def __init__(self, dim, seed, corr):
+        self.dim, self.seed, self.corr = dim, seed, corr
+        self.q = bit1_padded(dim)
+        w = self.q // 64
+        bits = np.array([[(splitmix64(seed, r * w + i // 64) >> (i % 64)) & 1
+                          for i in range(self.q)] for r in range(3)], dtype=np.int8)
+        self.signs = 1.0 - 2.0 * bits  # -1 where the bit is set
+
+    def rotate(self, x):
+        v = np.zeros(self.q)
+        v[: self.dim] = x
+        for r in range(3):
+            v = v * self.signs[r]
+            h = 1
+            while h < self.q:
+                blocks = v.reshape(-1, 2, h)
+                v = np.concatenate([blocks[:, 0] + blocks[:, 1], blocks[:, 0] - blocks[:, 1]], axis=1).reshape(-1)
+                h *= 2
+            v = v / np.sqrt(self.q)
+        return v
+
+    def encode(self, x):
+        o = self.rotate(np.asarray(x, dtype=np.float64))
+        bits = (o > 0).astype(np.uint64)
+        words = (bits.reshape(-1, 64) << np.arange(64, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+        dot = np.abs(o).sum() / np.sqrt(self.q)
+        residual = np.sqrt(max(0.0, float(o @ o) - dot * dot))
+        return words, dot, residual, o
+
+    def query(self, q):
+        y = self.rotate(np.asarray(q, dtype=np.float64) / np.linalg.norm(q))
+        lo = y.min()
+        delta = (y.max() - lo) / 255.0
+        u = np.zeros(self.q, dtype=np.int64) if delta == 0 else np.rint((y - lo) / delta).astype(np.int64)
+        return dict(y=y, lo=lo, delta=delta, u=u, sum=y.sum(), e=np.sqrt(self.q) * delta)
+
+    def estimate(self, qd, code):
+        """(estimate, upper bound) of <x, q> for a stored code and its corrections."""
+        bits = ((code[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).reshape(-1).astype(bool)
+        pc = int(bits.sum())
+        ws = int(qd["u"][bits].sum())  # = sum_j 2^j popcount(code AND plane_j)
+        t = (2.0 * (qd["lo"] * pc + qd["delta"] * ws) - qd["sum"]) / np.sqrt(self.q)
+        return t, pc
+
+    def score(self, qd, codes, row):
+        dot, residual = (float(v) for v in self.corr[row])
+        t, _ = self.estimate(qd, codes[row])
+        est = t / dot
+        e = qd["e"]
+        m = max(0.0, abs(t) - e)
+        upper = dot * (t + e) + residual * np.sqrt(max(0.0, 1.0 - m * m)) + 1e-4
+        return est, upper
 
 
 class Graph:
@@ -271,7 +354,9 @@ class Index:
             compact = None
             if a["compact"]:
                 ckind, codes, scales, cver = read_vectors(self.path(a["compact"]), n, a["dim"])
-                need(ckind in ("f16", "int8"), f"{a['compact']}: compact copy is {ckind}")
+                need(ckind in ("f16", "int8", "bit1"), f"{a['compact']}: compact copy is {ckind}")
+                if ckind == "bit1":
+                    check_bit1(a, vec, codes, scales)
                 need(ckind == m["params"]["compact"], "compact kind disagrees with params")
                 compact = (ckind, codes, scales, cver)
             graph = Graph(self.path(a["graph"]), n)
@@ -297,7 +382,10 @@ class Index:
         # final beam, as the document says ("compact only guides the graph walk").
         if use_compact and a["compact"]:
             kind, codes, scales, _ = a["compact"]
-            if kind == "int8":
+            if kind == "bit1":
+                qd = scales.query(q)
+                score = lambda r: scales.score(qd, codes, r)[0]
+            elif kind == "int8":
                 score = lambda r: float(scales[r]) * float(codes[r].astype(np.float32) @ q)
             else:
                 score = lambda r: float(codes[r].astype(np.float32) @ q)
@@ -348,6 +436,24 @@ class Index:
         return [(int(rows[i]), float(exact[i])) for i in order]
 
 
+def check_bit1(a, vec, codes, b):
+    """Every row's code and corrections, recomputed from its f32 row, match the file
+    (verify check (d))."""
+    lo = 1.0 / np.sqrt(b.q) - 1e-4
+    for row in range(vec.shape[0]):
+        words, dot, residual, o = b.encode(vec[row])
+        sd, sr = (float(v) for v in b.corr[row])
+        need(lo <= sd <= 1.0001 and 0.0 <= sr <= 1.0001,
+             f"{a['compact']}: row {row} corrections out of range")
+        diff = words ^ codes[row]
+        if diff.any():
+            flipped = ((diff[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).reshape(-1).astype(bool)
+            need(np.all(np.abs(o[flipped]) <= 1e-5),
+                 f"attribute {a['name']!r}: {a['compact']} row {row} code disagrees with the f32 rows")
+        need(abs(sd - dot) <= 1e-5 and abs(sr - residual) <= 1e-5,
+             f"attribute {a['name']!r}: {a['compact']} row {row} corrections disagree with the f32 rows")
+
+
 def summary(ix, crcs):
     m = ix.m
     print(f"index {ix.dir}: format_version {m['format_version']}, generation {m['generation']}")
@@ -375,6 +481,7 @@ def main():
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exact", nargs=2, metavar=("ATTR", "ROW"))
     mode.add_argument("--walk", nargs=2, metavar=("ATTR", "ROW"))
+    mode.add_argument("--estimate", nargs=3, metavar=("ATTR", "ROW", "QROW"))
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--ef", type=int, default=64)
     p.add_argument("--no-compact", action="store_true", help="walk on the f32 rows")
@@ -392,8 +499,21 @@ def main():
                     print(f"  {k}: {v}", file=sys.stderr)
             return 1
         ix.load()
-        if not (args.exact or args.walk):
+        if not (args.exact or args.walk or args.estimate):
             summary(ix, crcs)
+            return 0
+        if args.estimate:
+            attr, row, qrow = args.estimate[0], int(args.estimate[1]), int(args.estimate[2])
+            need(attr in ix.attrs, f"no attribute {attr!r}")
+            a = ix.attrs[attr]
+            need(a["compact"] and a["compact"][0] == "bit1", f"{attr}: no bit1 copy")
+            need(0 <= row < ix.n and 0 <= qrow < ix.n, "row out of range")
+            _, codes, b, _ = a["compact"]
+            q = np.asarray(a["vec"][qrow], dtype=np.float64)
+            est, upper = b.score(b.query(q), codes, row)
+            exact = float(np.asarray(a["vec"][row], dtype=np.float64) @ q)
+            print(json.dumps({"row": row, "query_row": qrow, "estimate": est,
+                              "upper": float(upper), "exact": exact}))
             return 0
         attr, row = args.exact or args.walk
         need(attr in ix.attrs, f"no attribute {attr!r}")

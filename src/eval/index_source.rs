@@ -54,6 +54,23 @@ impl NeighbourSearch for GraphSearch<'_> {
             .map(|(score, row)| (row, score))
             .collect())
     }
+
+    fn search_batch_accepting(
+        &self,
+        attribute: &str,
+        queries: &[&[f32]],
+        k: usize,
+        accept: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<Vec<Vec<(usize, f32)>>> {
+        let mut opts = SearchOptions::new(k, self.ef.max(k));
+        opts.accept = Some(accept);
+        Ok(self
+            .index
+            .search_rows_batch(attribute, queries, &opts)?
+            .into_iter()
+            .map(|found| found.into_iter().map(|(score, row)| (row, score)).collect())
+            .collect())
+    }
 }
 
 impl VectorSource for IndexSet {

@@ -242,6 +242,21 @@ fn evaluate_attribute(
             }
             let scores = &mut scores[..len];
             score_block(qbuf, queries.len(), packed, scores);
+            // The block's approximate lists in one batch call (threads over queries).
+            let mut ann_lists = match searcher {
+                Some(searcher) => {
+                    let qs: Vec<&[f32]> = rows
+                        .iter()
+                        .map(|&r| &vectors[r * dim..(r + 1) * dim])
+                        .collect();
+                    searcher
+                        .search_batch_accepting(&set.name, &qs, options.ann_k, &accept)?
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                }
+                None => Vec::new(),
+            };
             let mut out = Vec::with_capacity(queries.len());
             for (i, &(row, value)) in queries.iter().enumerate() {
                 let row_scores = &scores[i * n..(i + 1) * n];
@@ -266,10 +281,7 @@ fn evaluate_attribute(
                     top1_value: ap::top1(row_scores).map(|p| labels[p]),
                     ann: None,
                 };
-                if let Some(searcher) = searcher {
-                    let query = &vectors[row * dim..(row + 1) * dim];
-                    let hits =
-                        searcher.search_accepting(&set.name, query, options.ann_k, &accept)?;
+                if let Some(hits) = ann_lists.get_mut(i).and_then(Option::take) {
                     ann_row.clear();
                     ann_row.resize(n, f32::NEG_INFINITY);
                     for (hit_row, score) in hits {

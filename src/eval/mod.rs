@@ -67,6 +67,22 @@ pub trait NeighbourSearch: Sync {
         hits.retain(|&(row, _)| accept(row));
         Ok(hits)
     }
+
+    /// [`search_accepting`](NeighbourSearch::search_accepting) for many queries, in
+    /// query order. The default searches one query after another; an index searcher
+    /// spreads them over threads ([`crate::index::Index::search_rows_batch`]).
+    fn search_batch_accepting(
+        &self,
+        attribute: &str,
+        queries: &[&[f32]],
+        k: usize,
+        accept: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<Vec<Vec<(usize, f32)>>> {
+        queries
+            .iter()
+            .map(|q| self.search_accepting(attribute, q, k, accept))
+            .collect()
+    }
 }
 
 /// The queries and candidates of one attribute.

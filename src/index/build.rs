@@ -649,6 +649,7 @@ fn attribute_entry(
             CompactKind::None => None,
             CompactKind::F16 => Some(file_name(gen, &format!("a{ai}.f16.vec"))),
             CompactKind::Int8 => Some(file_name(gen, &format!("a{ai}.int8.vec"))),
+            CompactKind::Bit1 => Some(file_name(gen, &format!("a{ai}.bit1.vec"))),
         },
         graph: file_name(gen, &format!("a{ai}.graph")),
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::disk::format::{crc32, Dtype};
 use super::disk::manifest::{AttributeEntry, Manifest, MANIFEST_FILE};
 use super::disk::store::{IdTable, LabelTable, Tombstones, VectorFile};
+use super::hnsw::bits::{self, Correction, QueryBits, Rotation};
 use super::hnsw::distance::{
     self, dot_f16, dot_f32, dot_i16_i8, prefetch, QueryI16, PREFETCH_COMPACT_LINES,
     PREFETCH_F32_LINES,
@@ -65,6 +66,8 @@ struct AttributeData {
     entry: AttributeEntry,
     vectors: VectorFile,
     compact: Option<VectorFile>,
+    /// The rotation of a bit1 compact copy (from its seed), made once on open.
+    rotation: Option<Rotation>,
     graph: MappedGraph,
 }
 
@@ -294,10 +297,15 @@ impl Index {
             if graph.node_count() != n {
                 return Err(count_err(&gpath, "graph nodes", graph.node_count()));
             }
+            let rotation = compact
+                .as_ref()
+                .filter(|c| c.dtype == Dtype::Bit1)
+                .map(|c| Rotation::new(c.dim, c.seed));
             attrs.push(AttributeData {
                 entry: entry.clone(),
                 vectors,
                 compact,
+                rotation,
                 graph,
             });
         }
@@ -489,14 +497,29 @@ impl Index {
                 // true best row is never re-scored: found by a flaky test on near-equal
                 // embeddings of an untrained model.
                 let mut int8_query_bound = 0.0;
-                let (walk, scales) = match c.dtype {
+                let (walk, bound) = match c.dtype {
                     Dtype::F16 => {
                         let s = F16Scorer {
                             rows: c.f16_rows()?,
                             dim,
                             q: &q,
                         };
-                        (graph::knn(&a.graph, &s, ef, accept_ref, &bad)?, None)
+                        (graph::knn(&a.graph, &s, ef, accept_ref, &bad)?, Bound::F16)
+                    }
+                    Dtype::Bit1 => {
+                        let (corr, codes) = c.bit1_rows()?;
+                        let rot = a.rotation.as_ref().expect("made on open for bit1");
+                        let qb = QueryBits::new(rot, &q);
+                        let s = Bit1Scorer {
+                            corr,
+                            codes,
+                            words: bits::code_words(dim),
+                            q: &qb,
+                        };
+                        (
+                            graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
+                            Bound::Bit1(corr, qb),
+                        )
                     }
                     _ => {
                         let (scales, codes) = c.int8_rows()?;
@@ -510,35 +533,54 @@ impl Index {
                         };
                         (
                             graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
-                            Some(scales),
+                            Bound::Int8(scales),
                         )
                     }
                 };
                 // int8 rows are scored with the query rounded to i16 steps: that adds
                 // at most `int8_query_bound` (in units of the row's scale).
                 let per_scale = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>() + int8_query_bound;
-                let margin = |n: u32| match scales {
+                // `upper(approx, n)`: the largest exact score row n may have, given its
+                // compact score. bit1: see `QueryBits::upper_bound` (index-format.md,
+                // "1-bit codes").
+                let upper = |approx: f32, n: u32| match &bound {
                     // Plus subnormal rounding and f32 summation, both far below 1e-5.
-                    None => 1.0 / 2048.0 + 1e-5,
+                    Bound::F16 => approx + 1.0 / 2048.0 + 1e-5,
                     // Rounded up a little: the bound itself is computed in f32.
-                    Some(sc) => sc
+                    Bound::Int8(sc) => sc
                         .get(n as usize)
-                        .map_or(f32::INFINITY, |s| s * per_scale * (1.0 + 1e-5)),
+                        .map_or(f32::INFINITY, |s| approx + s * per_scale * (1.0 + 1e-5)),
+                    Bound::Bit1(corr, qb) => corr
+                        .get(n as usize)
+                        .map_or(f32::INFINITY, |c| qb.upper_bound(approx, *c)),
                 };
-                // Re-score exactly from the f32 rows, best compact score first, until no
-                // remaining candidate can reach the k-th best exact score: each re-scored
-                // row reads an f32 row (4 KiB at 1024-d), the walk's candidates mostly stay
-                // unread.
+                // Re-score exactly from the f32 rows, best compact score first, skipping
+                // every candidate whose bound cannot reach the k-th best exact score so
+                // far: each re-scored row reads an f32 row (4 KiB at 1024-d). The bound
+                // differs per row (int8 scale, bit1 corrections), so a candidate after a
+                // skipped one may still reach it: the scan goes on (it costs a compare).
                 let cap = opts.rescore.unwrap_or(usize::MAX).max(opts.k);
                 let mut kth: BinaryHeap<Reverse<Sim>> = BinaryHeap::with_capacity(opts.k + 1);
                 let mut out = Vec::with_capacity(opts.k * 2);
-                for &(approx, n) in walk.iter().take(cap) {
+                let walk = &walk[..walk.len().min(cap)];
+                let row_of = |n: u32| rows.get(n as usize * dim..(n as usize + 1) * dim);
+                for (i, &(approx, n)) in walk.iter().enumerate() {
+                    // The next candidates' rows are random reads of the f32 file: ask
+                    // for the one two ahead while this one is scored, unless its bound
+                    // already rules it out (the k-th score only rises).
+                    if let Some(&(a2, m)) = walk.get(i + 2) {
+                        let out_of_reach = kth.len() >= opts.k
+                            && kth.peek().is_some_and(|Reverse(Sim(t))| upper(a2, m) < *t);
+                        if let Some(r) = row_of(m).filter(|_| !out_of_reach) {
+                            prefetch(bytemuck::cast_slice(r), PREFETCH_F32_LINES);
+                        }
+                    }
                     if kth.len() >= opts.k
                         && kth
                             .peek()
-                            .is_some_and(|Reverse(Sim(t))| approx + margin(n) < *t)
+                            .is_some_and(|Reverse(Sim(t))| upper(approx, n) < *t)
                     {
-                        break;
+                        continue;
                     }
                     let r = n as usize;
                     let exact = dot_f32(&q, &rows[r * dim..(r + 1) * dim]);
@@ -554,6 +596,40 @@ impl Index {
         found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         found.truncate(opts.k);
         Ok(found)
+    }
+
+    /// Many queries in one call: [`Index::search_rows`] for each query, spread over the
+    /// threads of the current rayon pool (install a pool to choose how many). Results
+    /// come in query order and are identical to one call per query; a bad query (wrong
+    /// dimension, non-finite or zero values) fails the batch with the error its single
+    /// search gives (the first such query's).
+    pub fn search_rows_batch(
+        &self,
+        attr: &str,
+        queries: &[&[f32]],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<(f32, usize)>>> {
+        use rayon::prelude::*;
+        let found: Vec<Result<Vec<(f32, usize)>>> = queries
+            .par_iter()
+            .map(|q| self.search_rows(attr, q, opts))
+            .collect();
+        found.into_iter().collect()
+    }
+
+    /// [`Index::search_rows_batch`] with external ids: per query, what
+    /// [`Index::search_with`] returns.
+    pub fn search_batch(
+        &self,
+        attr: &str,
+        queries: &[&[f32]],
+        opts: &SearchOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        Ok(self
+            .search_rows_batch(attr, queries, opts)?
+            .into_iter()
+            .map(|f| self.hits(f))
+            .collect())
     }
 
     /// Exact top-`k` by brute force over the mapped f32 rows (removed rows skipped).
@@ -606,6 +682,9 @@ impl Index {
             note(check_norms(&a.vectors));
             if let Some(c) = &a.compact {
                 note(c.check());
+                if let Some(rot) = &a.rotation {
+                    note(check_bit1_codes(&a.entry.name, &a.vectors, c, rot));
+                }
             }
         }
         if let (Some(labels), Some(schema)) = (&self.labels, self.schema()) {
@@ -668,6 +747,57 @@ fn check_norms(vectors: &VectorFile) -> Result<()> {
     Ok(())
 }
 
+/// A bit1 copy agrees with its f32 rows: every row's code and corrections, recomputed
+/// with the file's rotation, equal the stored ones (a sign bit may differ only where the
+/// rotated coordinate is within 1e-6 of zero; corrections within 1e-5).
+fn check_bit1_codes(
+    attr: &str,
+    vectors: &VectorFile,
+    compact: &VectorFile,
+    rot: &Rotation,
+) -> Result<()> {
+    let (corr, codes) = compact.bit1_rows()?;
+    let dim = vectors.dim;
+    let words = bits::code_words(dim);
+    let mut code = vec![0u64; words];
+    let mut rotated = Vec::new();
+    let fail = |row: usize, what: String| {
+        Err(Error::corrupted(
+            compact.path(),
+            format!(
+                "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
+                vectors.path().display()
+            ),
+        ))
+    };
+    for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
+        let want = bits::encode_row(rot, x, &mut code, &mut rotated);
+        let stored = &codes[row * words..(row + 1) * words];
+        for (w, (&a, &b)) in code.iter().zip(stored).enumerate() {
+            let diff = a ^ b;
+            for bit in 0..64 {
+                if diff >> bit & 1 == 1 && rotated[w * 64 + bit].abs() > 1e-6 {
+                    return fail(
+                        row,
+                        format!("has code bit {} = {}", w * 64 + bit, b >> bit & 1),
+                    );
+                }
+            }
+        }
+        let got = corr[row];
+        if (got.dot - want.dot).abs() > 1e-5 || (got.residual - want.residual).abs() > 1e-5 {
+            return fail(
+                row,
+                format!(
+                    "has corrections dot {} residual {} (recomputed: {} {})",
+                    got.dot, got.residual, want.dot, want.residual
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 struct F32Scorer<'a> {
     rows: &'a [f32],
     dim: usize,
@@ -707,6 +837,40 @@ impl Scorer for F16Scorer<'_> {
     fn prefetch(&self, n: u32) {
         let at = n as usize * self.dim;
         if let Some(r) = self.rows.get(at..at + self.dim) {
+            prefetch(bytemuck::cast_slice(r), PREFETCH_COMPACT_LINES);
+        }
+    }
+}
+
+/// What bounds the compact scores of a walk (see `upper` in [`Index::search_rows`]).
+enum Bound<'a> {
+    F16,
+    Int8(&'a [f32]),
+    Bit1(&'a [Correction], QueryBits),
+}
+
+struct Bit1Scorer<'a> {
+    corr: &'a [Correction],
+    codes: &'a [u64],
+    words: usize,
+    q: &'a QueryBits,
+}
+impl Scorer for Bit1Scorer<'_> {
+    #[inline]
+    fn score(&self, n: u32) -> f32 {
+        let at = n as usize * self.words;
+        match (
+            self.codes.get(at..at + self.words),
+            self.corr.get(n as usize),
+        ) {
+            (Some(code), Some(&c)) => self.q.estimate(code, c),
+            _ => f32::NEG_INFINITY,
+        }
+    }
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        let at = n as usize * self.words;
+        if let Some(r) = self.codes.get(at..at + self.words) {
             prefetch(bytemuck::cast_slice(r), PREFETCH_COMPACT_LINES);
         }
     }

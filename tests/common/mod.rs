@@ -51,6 +51,12 @@ pub fn params(compact: CompactKind) -> BuildParams {
 
 /// Builds a two-attribute labelled index of `n` items (ids `{prefix}{i}`) at `path`.
 pub fn build(path: &Path, n: usize, prefix: &str, seed: u64) {
+    build_with(path, n, prefix, seed, CompactKind::Int8)
+}
+
+/// [`build`] with a chosen compact kind.
+#[allow(dead_code)]
+pub fn build_with(path: &Path, n: usize, prefix: &str, seed: u64, compact: CompactKind) {
     let a = mixture(n, DA, seed);
     let b = mixture(n, DB, seed + 1);
     let mut labels = Labels::new(n, 1);
@@ -77,13 +83,7 @@ pub fn build(path: &Path, n: usize, prefix: &str, seed: u64) {
         }),
         model: Some(serde_json::json!({"identity": "test"})),
     };
-    index::build(
-        path,
-        &input,
-        &params(CompactKind::Int8),
-        ProgressMode::Quiet,
-    )
-    .unwrap();
+    index::build(path, &input, &params(compact), ProgressMode::Quiet).unwrap();
 }
 
 /// New items for `add`: `n` items with ids `{prefix}{i}` and no labels.

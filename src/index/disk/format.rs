@@ -43,6 +43,8 @@ pub enum Dtype {
     F16 = 1,
     /// int8 codes with one f32 scale per row.
     Int8 = 2,
+    /// 1-bit codes of the rotated rows with two f32 correction terms per row.
+    Bit1 = 3,
 }
 
 /// Maps a whole file read-only (through [`crate::fsio`], the crate's one map).
@@ -144,6 +146,8 @@ pub struct VectorHeader {
     pub dtype: Dtype,
     pub count: u64,
     pub dim: u64,
+    /// Header field `c`: the rotation seed of a `Bit1` file (0 for the other types).
+    pub seed: u64,
 }
 
 impl VectorHeader {
@@ -153,6 +157,7 @@ impl VectorHeader {
             dtype,
             count,
             dim,
+            seed: 0,
         }
     }
     pub fn parse(bytes: &[u8], path: &Path) -> Result<VectorHeader> {
@@ -161,6 +166,7 @@ impl VectorHeader {
             0 => Dtype::F32,
             1 => Dtype::F16,
             2 => Dtype::Int8,
+            3 => Dtype::Bit1,
             code => {
                 return Err(Error::corrupted(
                     path,
@@ -173,10 +179,18 @@ impl VectorHeader {
             dtype,
             count: h.count,
             dim: h.b,
+            seed: h.c,
         })
     }
     pub fn to_bytes(self) -> [u8; HEADER_LEN] {
-        let mut h = RawHeader::new(MAGIC_VECTORS, self.dtype as u32, self.count, self.dim, 0, 0);
+        let mut h = RawHeader::new(
+            MAGIC_VECTORS,
+            self.dtype as u32,
+            self.count,
+            self.dim,
+            self.seed,
+            0,
+        );
         h.version = self.version;
         h.to_bytes()
     }

@@ -32,6 +32,9 @@ pub enum CompactKind {
     F16,
     /// int8 codes with one f32 scale per row (1 byte per value).
     Int8,
+    /// 1-bit codes of the rotated rows with two correction terms per row (RaBitQ-style;
+    /// `P / 8 + 8` bytes per row, P the dimension rounded up to a power of two).
+    Bit1,
 }
 
 impl CompactKind {
@@ -41,6 +44,7 @@ impl CompactKind {
             CompactKind::None => Dtype::F32,
             CompactKind::F16 => Dtype::F16,
             CompactKind::Int8 => Dtype::Int8,
+            CompactKind::Bit1 => Dtype::Bit1,
         }
     }
 }
@@ -52,7 +56,10 @@ impl std::str::FromStr for CompactKind {
             "none" => Ok(CompactKind::None),
             "f16" => Ok(CompactKind::F16),
             "int8" => Ok(CompactKind::Int8),
-            _ => Err(format!("unknown compact kind {s:?} (none, f16, int8)")),
+            "bit1" => Ok(CompactKind::Bit1),
+            _ => Err(format!(
+                "unknown compact kind {s:?} (none, f16, int8, bit1)"
+            )),
         }
     }
 }

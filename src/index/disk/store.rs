@@ -16,6 +16,7 @@ use super::format::{
 };
 use crate::catalog::ValueId;
 use crate::error::{Error, Result};
+use crate::index::hnsw::bits;
 
 /// Value stored in a label file for "no label".
 pub const NO_LABEL: ValueId = ValueId::MAX;
@@ -37,8 +38,10 @@ pub struct VectorFile {
     pub dtype: Dtype,
     pub count: usize,
     pub dim: usize,
-    /// Byte offset of the rows (after the scales for int8).
+    /// Byte offset of the rows (after the scales for int8, the corrections for bit1).
     rows_at: u64,
+    /// Rotation seed (header field `c`) of a bit1 file.
+    pub seed: u64,
 }
 
 impl VectorFile {
@@ -58,6 +61,10 @@ impl VectorFile {
             Dtype::Int8 => (
                 align_up(add(HEADER_LEN as u64, mul(count, 4, path)?, path)?, align),
                 cells,
+            ),
+            Dtype::Bit1 => (
+                align_up(add(HEADER_LEN as u64, mul(count, 8, path)?, path)?, align),
+                mul(count, bits::code_words(dim as usize) as u64 * 8, path)?,
             ),
         };
         check_len(
@@ -80,6 +87,7 @@ impl VectorFile {
             count: count as usize,
             dim: dim as usize,
             rows_at,
+            seed: h.seed,
         })
     }
 
@@ -127,6 +135,7 @@ impl VectorFile {
     pub fn check(&self) -> Result<()> {
         let pad_from = match self.dtype {
             Dtype::Int8 => HEADER_LEN + 4 * self.count,
+            Dtype::Bit1 => HEADER_LEN + 8 * self.count,
             _ => HEADER_LEN,
         };
         if self.map[pad_from..self.rows_at as usize]
@@ -168,8 +177,48 @@ impl VectorFile {
                     ));
                 }
             }
+            Dtype::Bit1 => {
+                // dot = |o'|_1 / sqrt(P) lies in [1/sqrt(P), 1] for a unit row, and the
+                // residual in [0, 1] (both up to f32 rounding).
+                let (corr, _) = self.bit1_rows()?;
+                let lo = 1.0 / (bits::padded_dim(self.dim) as f32).sqrt() - 1e-4;
+                // `contains` is false for NaN, so non-finite terms fail too.
+                let bad = |c: &bits::Correction| {
+                    !((lo..=1.0001).contains(&c.dot) && (0.0..=1.0001).contains(&c.residual))
+                };
+                if let Some(r) = corr.iter().position(bad) {
+                    return Err(Error::corrupted(
+                        &self.path,
+                        format!(
+                            "row {r} has bit1 corrections dot {} residual {}, outside \
+                             [{lo}, 1] and [0, 1]",
+                            corr[r].dot, corr[r].residual
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Per-row correction terms and the codes as u64 words (`code_words(dim)` per row),
+    /// only for `Dtype::Bit1`.
+    pub fn bit1_rows(&self) -> Result<(&[bits::Correction], &[u64])> {
+        self.expect(Dtype::Bit1)?;
+        let corr: &[f32] = cast(
+            &self.map,
+            HEADER_LEN as u64,
+            self.count as u64 * 2,
+            &self.path,
+        )?;
+        let words = bits::code_words(self.dim);
+        let codes = cast(
+            &self.map,
+            self.rows_at,
+            (self.count * words) as u64,
+            &self.path,
+        )?;
+        Ok((bytemuck::cast_slice(corr), codes))
     }
 
     /// All f16 rows as raw bits (only for `Dtype::F16`).
@@ -246,7 +295,7 @@ pub fn write_vectors_streamed<'a>(
     w.finish()
 }
 
-/// Writes the compact copy (`dtype` F16 or Int8) of the concatenation of `parts`.
+/// Writes the compact copy (`dtype` F16, Int8 or Bit1) of the concatenation of `parts`.
 pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) -> Result<FileEntry> {
     if dtype == Dtype::F32 {
         return write_vectors(path, dim, parts);
@@ -254,6 +303,9 @@ pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) ->
     let count: usize = parts.iter().map(|p| p.len() / dim).sum();
     let rows = || parts.iter().flat_map(|p| p.chunks_exact(dim));
     let mut w = CrcWriter::create(path)?;
+    if dtype == Dtype::Bit1 {
+        return write_bit1(w, dim, count, rows, bits::DEFAULT_SEED);
+    }
     w.write(&VectorHeader::new(dtype, count as u64, dim as u64).to_bytes())?;
     let mut buf16: Vec<u16> = Vec::with_capacity(dim);
     let mut buf8: Vec<i8> = Vec::with_capacity(dim);
@@ -274,6 +326,40 @@ pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) ->
             w.write(bytemuck::cast_slice(&buf16))?;
         }
     }
+    w.finish()
+}
+
+/// The bit1 layout: header (seed in field `c`), `count` corrections, zero padding to
+/// the row alignment, `count` codes. Rows are encoded in parallel; the codes are held
+/// until the corrections are written (1/32 of the f32 rows' size).
+fn write_bit1<'a, I>(
+    mut w: CrcWriter,
+    dim: usize,
+    count: usize,
+    rows: impl Fn() -> I,
+    seed: u64,
+) -> Result<FileEntry>
+where
+    I: Iterator<Item = &'a [f32]>,
+{
+    use rayon::prelude::*;
+    let mut h = VectorHeader::new(Dtype::Bit1, count as u64, dim as u64);
+    h.seed = seed;
+    w.write(&h.to_bytes())?;
+    let rot = bits::Rotation::new(dim, seed);
+    let words = bits::code_words(dim);
+    let rows: Vec<&[f32]> = rows().collect();
+    let mut codes = vec![0u64; count * words];
+    let corr: Vec<bits::Correction> = rows
+        .par_iter()
+        .zip(codes.par_chunks_mut(words))
+        .map_init(Vec::new, |scratch, (row, code)| {
+            bits::encode_row(&rot, row, code, scratch)
+        })
+        .collect();
+    w.write(bytemuck::cast_slice(&corr))?;
+    w.pad_to(VECTOR_ROWS_ALIGN)?;
+    w.write(bytemuck::cast_slice(&codes))?;
     w.finish()
 }
 
