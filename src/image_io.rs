@@ -86,7 +86,7 @@ pub enum ImageError {
     Unreadable(String),
     #[error("empty file (0 bytes)")]
     Empty,
-    #[error("file is {size} bytes, over the limit of {limit} bytes per image (--max-image-bytes)")]
+    #[error("file is {size} bytes, over the limit of {limit} bytes per image (the maximum image size setting)")]
     TooLarge { size: u64, limit: u64 },
     #[error("not an image (unrecognised content)")]
     NotAnImage,

@@ -357,7 +357,7 @@ fn embed_rejects_unusable_files_without_hanging_or_reading_them() {
     );
     assert_eq!(
         reasons["huge"],
-        "file is 3221225472 bytes, over the limit of 67108864 bytes per image (--max-image-bytes)"
+        "file is 3221225472 bytes, over the limit of 67108864 bytes per image (the maximum image size setting)"
     );
     assert!(
         reasons["cut"].starts_with("truncated JPEG file"),
