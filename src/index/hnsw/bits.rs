@@ -351,7 +351,6 @@ mod tests {
     fn every_kernel_matches_the_scalar_reference() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let kernels = Kernel::available();
-        eprintln!("kernels on this CPU: {kernels:?}");
         for words in [1usize, 2, 3, 4, 7, 8, 9, 16, 17, 64] {
             for _ in 0..20 {
                 let code: Vec<u64> = (0..words).map(|_| rng.gen()).collect();
