@@ -12,7 +12,9 @@ so reruns only query; --rebuild builds again.
 Timings: open_s is a load with the index file still in the page cache; open_cold_s a load
 after posix_fadvise(DONTNEED) dropped it (these peers read the whole file into memory on
 load, so that is their cold start). mem_bytes is the growth of this process's resident
-memory from before the load to after the sweep."""
+memory from before the load to after the sweep. Besides wall-clock q/s, cpu_qps counts
+queries per CPU-second of the searching thread (of the process for the batch search),
+the steadier figure on a machine shared with other jobs; build_cpu_s likewise."""
 import argparse, json, os, sys, time
 
 import numpy as np
@@ -54,11 +56,11 @@ def sweep(search_one, queries, gt, k, efs, set_ef, stop=0.995):
     out = []
     for ef in efs:
         set_ef(ef)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         found = [search_one(q) for q in queries]
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.thread_time() - c
         r = recall(found, gt, k)
-        out.append({"ef": ef, "recall": r, "qps": len(queries) / dt})
+        out.append({"ef": ef, "recall": r, "qps": len(queries) / dt, "cpu_qps": len(queries) / dc})
         if r >= stop:
             break
     return out
@@ -74,17 +76,18 @@ def cached_build(args, name, build, save, path):
     meta = path + ".json"
     if not args.rebuild and os.path.exists(path) and os.path.exists(meta):
         with open(meta) as f:
-            return json.load(f)["build_s"], True
-    t = time.perf_counter()
+            m = json.load(f)
+            return m["build_s"], m.get("build_cpu_s"), True
+    t, c = time.perf_counter(), time.process_time()
     idx = build()
-    build_s = time.perf_counter() - t
+    build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - c
     tmp = path + ".tmp"
     save(idx, tmp)
     os.replace(tmp, path)
     with open(meta, "w") as f:
-        json.dump({"build_s": build_s, "system": name}, f)
+        json.dump({"build_s": build_s, "build_cpu_s": build_cpu_s, "system": name}, f)
     del idx
-    return build_s, False
+    return build_s, build_cpu_s, False
 
 
 def load_timed(path, load):
@@ -100,8 +103,8 @@ def load_timed(path, load):
     return idx, open_s, time.perf_counter() - t
 
 
-def result(system, build_s, cached, path, open_s, open_cold_s, first, mem, res, **extra):
-    r = {"system": system, "build_s": build_s, "build_cached": cached, "bytes": os.path.getsize(path),
+def result(system, build, cached, path, open_s, open_cold_s, first, mem, res, **extra):
+    r = {"system": system, "build_s": build[0], "build_cpu_s": build[1], "build_cached": cached, "bytes": os.path.getsize(path),
          "open_s": open_s, "open_cold_s": open_cold_s, "first_query_s": first, "mem_bytes": mem,
          "sweep": res}
     r.update(extra)
@@ -121,7 +124,7 @@ def run_hnswlib(base, queries, gt, args):
             idx.add_items(base[s:e], np.arange(s, e))
         return idx
 
-    build_s, cached = cached_build(args, "hnswlib", build, lambda i, p: i.save_index(p), path)
+    build_s, build_cpu_s, cached = cached_build(args, "hnswlib", build, lambda i, p: i.save_index(p), path)
     rss0 = rss()
 
     def load():
@@ -136,7 +139,7 @@ def run_hnswlib(base, queries, gt, args):
     idx.knn_query(queries[:1], k=args.k)
     first = time.perf_counter() - t
     res = sweep(lambda q: idx.knn_query(q, k=args.k)[0][0], queries, gt, args.k, args.efs, idx.set_ef)
-    return [result("hnswlib " + version("hnswlib"), build_s, cached, path, open_s,
+    return [result("hnswlib " + version("hnswlib"), (build_s, build_cpu_s), cached, path, open_s,
                    open_cold_s, first, rss() - rss0, res)]
 
 
@@ -153,7 +156,7 @@ def run_faiss(base, queries, gt, args):
             idx.add(np.ascontiguousarray(base[s:e]))
         return idx
 
-    build_s, cached = cached_build(args, "faiss", build, faiss.write_index, path)
+    build_s, build_cpu_s, cached = cached_build(args, "faiss", build, faiss.write_index, path)
     rss0 = rss()
     idx, open_s, open_cold_s = load_timed(path, lambda: faiss.read_index(path))
     faiss.omp_set_num_threads(1)
@@ -167,21 +170,21 @@ def run_faiss(base, queries, gt, args):
     first = time.perf_counter() - t
     res = sweep(lambda q: idx.search(q[None, :], args.k)[1][0], queries, gt, args.k, args.efs, set_ef)
     name = "faiss " + faiss.__version__ + " IndexHNSWFlat"
-    out = [result(name, build_s, cached, path, open_s, open_cold_s, first, rss() - rss0, res)]
+    out = [result(name, (build_s, build_cpu_s), cached, path, open_s, open_cold_s, first, rss() - rss0, res)]
     if args.batch:
         # All queries in one call, faiss's own OpenMP threads over the queries.
         faiss.omp_set_num_threads(args.threads)
         bres = []
         for ef in args.efs:
             set_ef(ef)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             _, found = idx.search(queries, args.k)
-            dt = time.perf_counter() - t
+            dt, dc = time.perf_counter() - t, time.process_time() - c
             r = recall(found, gt, args.k)
-            bres.append({"ef": ef, "recall": r, "qps": len(queries) / dt})
+            bres.append({"ef": ef, "recall": r, "qps": len(queries) / dt, "cpu_qps": len(queries) / dc})
             if r >= 0.995:
                 break
-        out.append(result(f"{name} batch ({args.threads} thr)", build_s, cached, path, open_s,
+        out.append(result(f"{name} batch ({args.threads} thr)", (build_s, build_cpu_s), cached, path, open_s,
                           open_cold_s, first, rss() - rss0, bres, batch=True))
     return out
 
@@ -204,7 +207,7 @@ def run_usearch(base, queries, gt, args, dtype):
             idx.add(np.arange(s, e, dtype=np.uint64), np.ascontiguousarray(base[s:e]), threads=args.threads)
         return idx
 
-    build_s, cached = cached_build(args, f"usearch {dtype}", build, lambda i, p: i.save(p), path)
+    build_s, build_cpu_s, cached = cached_build(args, f"usearch {dtype}", build, lambda i, p: i.save(p), path)
     rss0 = rss()
 
     def load():
@@ -222,7 +225,7 @@ def run_usearch(base, queries, gt, args, dtype):
     first = time.perf_counter() - t
     res = sweep(lambda q: idx.search(q, args.k, threads=1).keys, queries, gt, args.k, args.efs, set_ef)
     import usearch
-    return [result(f"usearch {usearch.__version__} {dtype}", build_s, cached, path, open_s,
+    return [result(f"usearch {usearch.__version__} {dtype}", (build_s, build_cpu_s), cached, path, open_s,
                    open_cold_s, first, rss() - rss0, res, simd=idx.hardware_acceleration)]
 
 

@@ -221,7 +221,7 @@ impl MappedMatrix {
         let offset = 10 + u16::from_le_bytes([map[8], map[9]]) as usize;
         let header = std::str::from_utf8(&map[10..offset]).ok()?;
         let want = format!("'shape': ({n}, {dim})");
-        (header.contains(&want) && map.len() == offset + n * dim * 4 && offset % 4 == 0)
+        (header.contains(&want) && map.len() == offset + n * dim * 4 && offset.is_multiple_of(4))
             .then_some(MappedMatrix { map, offset })
     }
 
@@ -296,12 +296,17 @@ struct Point {
     ef: usize,
     recall: f64,
     qps: f64,
+    /// Queries per CPU-second of the searching thread(s): steadier than `qps` on a
+    /// machine shared with other jobs.
+    cpu_qps: f64,
 }
 
 #[derive(Clone, Debug, Default)]
 struct SystemResult {
     name: String,
     build_s: f64,
+    /// CPU seconds of the build (all its threads); NaN when not recorded.
+    build_cpu_s: f64,
     build_cached: bool,
     bytes: u64,
     open_s: f64,
@@ -323,16 +328,17 @@ impl SystemResult {
 fn sweep_with(
     gt: &[Vec<usize>],
     nq: usize,
-    mut search: impl FnMut(usize) -> (Vec<Vec<usize>>, f64),
+    mut search: impl FnMut(usize) -> (Vec<Vec<usize>>, Timing),
 ) -> Vec<Point> {
     let mut out = Vec::new();
     for &ef in EFS {
-        let (found, dt) = search(ef);
+        let (found, t) = search(ef);
         let r = recall(&found, gt);
         out.push(Point {
             ef,
             recall: r,
-            qps: nq as f64 / dt,
+            qps: nq as f64 / t.wall,
+            cpu_qps: nq as f64 / t.cpu,
         });
         if r >= STOP {
             break;
@@ -340,6 +346,38 @@ fn sweep_with(
     }
     out
 }
+
+/// Wall and CPU seconds of one timed step.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Times `f` by the wall clock and by `clock` (CLOCK_THREAD_CPUTIME_ID for work on this
+/// thread, CLOCK_PROCESS_CPUTIME_ID for work on a pool).
+fn timed<T>(clock: libc::clockid_t, f: impl FnOnce() -> T) -> (T, Timing) {
+    let (w, c) = (Instant::now(), cpu_seconds(clock));
+    let out = f();
+    let t = Timing {
+        wall: w.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(clock) - c,
+    };
+    (out, t)
+}
+
+fn cpu_seconds(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall writing into a valid timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+const THREAD: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+const PROCESS: libc::clockid_t = libc::CLOCK_PROCESS_CPUTIME_ID;
 
 /// Resident bytes per mapped file under `dir` (from /proc/self/smaps `Rss`).
 fn resident_by_file(dir: &Path) -> Vec<(String, u64)> {
@@ -477,7 +515,7 @@ fn run_hnsw_rs(
     let n = base.len() / dim;
     let nq = queries.len() / dim;
     let rss0 = rss();
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_seconds(PROCESS));
     let hnsw: Hnsw<f32, ClampedDot> = Hnsw::new(16, n, 16, 200, ClampedDot);
     for (c, part) in base.chunks(100_000 * dim).enumerate() {
         let data: Vec<(&[f32], usize)> = part
@@ -489,21 +527,23 @@ fn run_hnsw_rs(
         pool.install(|| hnsw.parallel_insert_slice(&data));
     }
     let build_s = t.elapsed().as_secs_f64();
+    let build_cpu_s = cpu_seconds(PROCESS) - c;
     let t = Instant::now();
     hnsw.search(&queries[..dim], K, 64);
     let first_query_s = t.elapsed().as_secs_f64();
     let sweep = sweep_with(gt, nq, |ef| {
-        let t = Instant::now();
-        let found: Vec<Vec<usize>> = queries
-            .chunks_exact(dim)
-            .map(|q| hnsw.search(q, K, ef).iter().map(|nb| nb.d_id).collect())
-            .collect();
-        (found, t.elapsed().as_secs_f64())
+        timed(THREAD, || {
+            queries
+                .chunks_exact(dim)
+                .map(|q| hnsw.search(q, K, ef).iter().map(|nb| nb.d_id).collect())
+                .collect()
+        })
     });
     let mem_bytes = rss().saturating_sub(rss0);
     SystemResult {
         name: "hnsw_rs 0.3.5 (in-process, clamped dot)".into(),
         build_s,
+        build_cpu_s,
         bytes: 0,
         open_s: f64::NAN,
         open_cold_s: f64::NAN,
@@ -603,12 +643,16 @@ fn main() {
         let build_json = out.join("bench-build.json");
         let cached = !args.rebuild
             && Index::open(&out).is_ok_and(|ix| ix.manifest().params.compact == *compact);
-        let cached_s = std::fs::read_to_string(&build_json)
+        let recorded = std::fs::read_to_string(&build_json)
             .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["build_s"].as_f64());
-        let (build_s, build_cached) = match (cached, cached_s) {
-            (true, Some(s)) => (s, true),
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+        let cached_s = recorded.as_ref().and_then(|v| v["build_s"].as_f64());
+        let cached_cpu = recorded
+            .as_ref()
+            .and_then(|v| v["build_cpu_s"].as_f64())
+            .unwrap_or(f64::NAN);
+        let (build_s, build_cpu_s, build_cached) = match (cached, cached_s) {
+            (true, Some(s)) => (s, cached_cpu, true),
             _ => {
                 let _ = std::fs::remove_dir_all(&out);
                 let input = BuildInput {
@@ -625,13 +669,17 @@ fn main() {
                     compact: *compact,
                     ..BuildParams::default()
                 };
-                let t = Instant::now();
-                pool.install(|| index::build(&out, &input, &params, ProgressMode::Quiet))
-                    .expect("build");
-                let s = t.elapsed().as_secs_f64();
+                let (built, t) = timed(PROCESS, || {
+                    pool.install(|| index::build(&out, &input, &params, ProgressMode::Quiet))
+                });
+                built.expect("build");
                 // Written beside the index; tailor ignores files its manifest does not name.
-                std::fs::write(&build_json, format!("{{\"build_s\": {s}}}")).expect("build json");
-                (s, false)
+                std::fs::write(
+                    &build_json,
+                    format!("{{\"build_s\": {}, \"build_cpu_s\": {}}}", t.wall, t.cpu),
+                )
+                .expect("build json");
+                (t.wall, t.cpu, false)
             }
         };
         // Open: warm page cache; averaged over repeated opens. Cold: after eviction.
@@ -671,29 +719,31 @@ fn main() {
             };
             let sweep = sweep_with(&gt, nq, |ef| {
                 let o = opts(ef);
-                let t = Instant::now();
-                let found: Vec<Vec<usize>> = queries
-                    .chunks_exact(dim)
-                    .map(|q| {
-                        ix.search_with("v", q, &o)
-                            .expect("search")
-                            .iter()
-                            .map(|h| h.row)
-                            .collect()
-                    })
-                    .collect();
-                (found, t.elapsed().as_secs_f64())
+                timed(THREAD, || {
+                    queries
+                        .chunks_exact(dim)
+                        .map(|q| {
+                            ix.search_with("v", q, &o)
+                                .expect("search")
+                                .iter()
+                                .map(|h| h.row)
+                                .collect()
+                        })
+                        .collect()
+                })
             });
             // Memory: the mapped files this walk reads (f32 rows always, for the final
             // scores; the compact copy and graph when used), resident after the sweep.
+            let compact_file = ix.manifest().attributes[0].compact.clone();
             let mem_bytes = resident_by_file(&out)
                 .iter()
-                .filter(|(f, _)| use_compact || !f.contains("compact"))
+                .filter(|(f, _)| use_compact || Some(f) != compact_file.as_ref())
                 .map(|x| x.1)
                 .sum();
             let res = SystemResult {
                 name: name.clone(),
                 build_s,
+                build_cpu_s,
                 build_cached,
                 bytes: if use_compact { bytes } else { bytes - bc },
                 open_s,
@@ -709,16 +759,15 @@ fn main() {
                 STAND_IN_USED.store(false, Ordering::Relaxed);
                 let sweep = sweep_with(&gt, nq, |ef| {
                     let o = opts(ef);
-                    let t = Instant::now();
-                    let hits = pool
-                        .install(|| ix.search_batch("v", &queries, &o))
-                        .expect("batch search");
-                    let dt = t.elapsed().as_secs_f64();
+                    let (hits, t) = timed(PROCESS, || {
+                        pool.install(|| ix.search_batch("v", &queries, &o))
+                    });
                     let found = hits
+                        .expect("batch search")
                         .into_iter()
                         .map(|h| h.into_iter().map(|h| h.row).collect())
                         .collect();
-                    (found, dt)
+                    (found, t)
                 });
                 let how = if STAND_IN_USED.load(Ordering::Relaxed) {
                     "stand-in: rayon over single-query search"
@@ -761,11 +810,11 @@ fn main() {
             rescore: None,
         };
         for pass in ["cold (first pass after eviction)", "warm (second pass)"] {
-            let t = Instant::now();
-            for q in queries.chunks_exact(dim) {
-                ix.search_with("v", q, &opts).expect("search");
-            }
-            let dt = t.elapsed().as_secs_f64();
+            let ((), t) = timed(THREAD, || {
+                for q in queries.chunks_exact(dim) {
+                    ix.search_with("v", q, &opts).expect("search");
+                }
+            });
             let by_file = resident_by_file(&out);
             let total: u64 = by_file.iter().map(|x| x.1).sum();
             let parts: Vec<String> = by_file
@@ -773,9 +822,10 @@ fn main() {
                 .map(|(f, b)| format!("{f} {:.1}", *b as f64 / 1e6))
                 .collect();
             let line = format!(
-                "tailor {label}{} ef 64, {pass}: {:.0} q/s; resident of mapped index files {:.1} MB of {:.1} MB ({})",
+                "tailor {label}{} ef 64, {pass}: {:.0} q/s wall, {:.0} q/CPU-s (wall beyond CPU: waiting for the disk or for a core); resident of mapped index files {:.1} MB of {:.1} MB ({})",
                 if use_compact { " walk" } else { "" },
-                nq as f64 / dt,
+                nq as f64 / t.wall,
+                nq as f64 / t.cpu,
                 total as f64 / 1e6,
                 bytes as f64 / 1e6,
                 parts.join(", "),
@@ -877,6 +927,7 @@ fn run_python_peers(
                         ef: p["ef"].as_u64().unwrap_or(0) as usize,
                         recall: p["recall"].as_f64().unwrap_or(0.0),
                         qps: p["qps"].as_f64().unwrap_or(0.0),
+                        cpu_qps: p["cpu_qps"].as_f64().unwrap_or(f64::NAN),
                     })
                     .collect()
             })
@@ -884,6 +935,7 @@ fn run_python_peers(
         let res = SystemResult {
             name: v["system"].as_str().unwrap_or("?").to_string(),
             build_s: v["build_s"].as_f64().unwrap_or(f64::NAN),
+            build_cpu_s: v["build_cpu_s"].as_f64().unwrap_or(f64::NAN),
             build_cached: v["build_cached"].as_bool().unwrap_or(false),
             bytes: v["bytes"].as_u64().unwrap_or(0),
             open_s: v["open_s"].as_f64().unwrap_or(f64::NAN),
@@ -911,44 +963,45 @@ fn print_sweep(r: &SystemResult) {
     let pts: Vec<String> = r
         .sweep
         .iter()
-        .map(|p| format!("ef {}: R {:.4} {:.0} q/s", p.ef, p.recall, p.qps))
+        .map(|p| {
+            format!(
+                "ef {}: R {:.4} {:.0} q/s {:.0} q/CPU-s",
+                p.ef, p.recall, p.qps, p.cpu_qps
+            )
+        })
         .collect();
     println!("{} sweep: {}", r.name, pts.join(" | "));
 }
 
 fn print_table(results: &[SystemResult], batch: &[SystemResult]) {
     println!();
-    println!("one query per call, 1 thread (build on the bench's threads; * = build time recorded when the cached index was built):");
     println!(
-        "{:<42} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>16} {:>16}",
+        "one query per call, 1 thread; build on the bench's threads (* = recorded when the cached index was built); \
+         q/s cells: wall q/s / q per CPU-second of the searching thread (ef)"
+    );
+    println!(
+        "{:<42} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>24} {:>24}",
         "system",
         "build s",
+        "build CPU s",
         "size MB",
         "open ms",
         "open cold ms",
         "1st q ms",
         "mem MB",
-        "q/s @R>=0.95",
-        "q/s @R>=0.99"
+        "R@10>=0.95",
+        "R@10>=0.99"
     );
-    let cell =
-        |p: Option<&Point>| p.map_or("-".to_string(), |p| format!("{:.0} (ef {})", p.qps, p.ef));
-    let num = |x: f64, scale: f64, prec: usize| {
-        if x.is_finite() {
-            format!("{:.*}", prec, x * scale)
-        } else {
-            "-".into()
-        }
-    };
     for r in results {
         println!(
-            "{:<42} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9.1} {:>16} {:>16}",
+            "{:<42} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8.1} {:>24} {:>24}",
             r.name,
             format!(
                 "{}{}",
                 num(r.build_s, 1.0, 1),
                 if r.build_cached { "*" } else { "" }
             ),
+            num(r.build_cpu_s, 1.0, 1),
             if r.bytes > 0 {
                 format!("{:.1}", r.bytes as f64 / 1e6)
             } else {
@@ -967,82 +1020,102 @@ fn print_table(results: &[SystemResult], batch: &[SystemResult]) {
          hnsw_rs and the python peers = growth of the process's resident memory from before \
          build/load to after the sweep."
     );
-    let best_peer = |t: f64| {
-        results
-            .iter()
-            .filter(|r| !r.name.starts_with("tailor"))
-            .filter_map(|r| r.at(t).map(|p| (r.name.as_str(), p.qps)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-    };
-    for peer in results.iter().filter(|r| !r.name.starts_with("tailor")) {
+    let is_tailor = |r: &&SystemResult| r.name.starts_with("tailor");
+    for peer in results.iter().filter(|r| !is_tailor(r)) {
         println!(
-            "ratios to {} (q/s: >1 tailor faster; build, size: <1 tailor smaller):",
+            "ratios to {} (q/s wall and per CPU-s: >1 tailor faster; build wall and CPU, size: <1 tailor smaller):",
             peer.name
         );
-        for r in results.iter().filter(|r| r.name.starts_with("tailor")) {
-            let ratio = |t: f64| match (r.at(t), peer.at(t)) {
-                (Some(a), Some(b)) => format!("{:.2}x", a.qps / b.qps),
-                _ => "-".into(),
-            };
+        for r in results.iter().filter(is_tailor) {
             println!(
-                "  {:<28} build {:.2}x  size {}  q/s@0.95 {}  q/s@0.99 {}",
+                "  {:<28} build {} (CPU {})  size {}  @0.95 {}  @0.99 {}",
                 r.name,
-                r.build_s / peer.build_s,
-                if peer.bytes > 0 {
-                    format!("{:.2}x", r.bytes as f64 / peer.bytes as f64)
-                } else {
-                    "-".into()
-                },
-                ratio(0.95),
-                ratio(0.99)
+                ratio(r.build_s, peer.build_s),
+                ratio(r.build_cpu_s, peer.build_cpu_s),
+                ratio(r.bytes as f64, peer.bytes as f64),
+                qps_ratio(r.at(0.95), peer.at(0.95)),
+                qps_ratio(r.at(0.99), peer.at(0.99))
             );
         }
     }
     for t in [0.95, 0.99] {
-        if let Some((name, qps)) = best_peer(t) {
-            let best_tailor = results
-                .iter()
-                .filter(|r| r.name.starts_with("tailor"))
-                .filter_map(|r| r.at(t).map(|p| (r.name.as_str(), p.qps)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((tn, tq)) = best_tailor {
+        for (what, key) in [
+            ("wall q/s", (|p: &Point| p.qps) as fn(&Point) -> f64),
+            ("q/CPU-s", |p: &Point| p.cpu_qps),
+        ] {
+            let best = |tailor: bool| {
+                results
+                    .iter()
+                    .filter(|r| is_tailor(r) == tailor)
+                    .filter_map(|r| r.at(t).map(|p| (r.name.as_str(), key(p))))
+                    .filter(|x| x.1.is_finite())
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+            };
+            if let (Some((tn, tq)), Some((pn, pq))) = (best(true), best(false)) {
                 println!(
-                    "best at R@10>={t}: {tn} {tq:.0} q/s vs best peer {name} {qps:.0} q/s = {:.2}x",
-                    tq / qps
+                    "best at R@10>={t} by {what}: {tn} {tq:.0} vs best peer {pn} {pq:.0} = {:.2}x",
+                    tq / pq
                 );
             }
         }
     }
     if !batch.is_empty() {
         println!();
-        println!("batch search: all queries per call, the bench's threads:");
-        println!(
-            "{:<70} {:>16} {:>16}",
-            "system", "q/s @R>=0.95", "q/s @R>=0.99"
-        );
+        println!("batch search: all queries per call on the bench's threads; cells: wall q/s / q per CPU-second of the process (ef)");
+        println!("{:<72} {:>24} {:>24}", "system", "R@10>=0.95", "R@10>=0.99");
         for r in batch {
             println!(
-                "{:<70} {:>16} {:>16}",
+                "{:<72} {:>24} {:>24}",
                 r.name,
                 cell(r.at(0.95)),
                 cell(r.at(0.99))
             );
         }
-        for r in batch.iter().filter(|r| r.name.starts_with("tailor")) {
-            for p in batch.iter().filter(|p| !p.name.starts_with("tailor")) {
-                let ratio = |t: f64| match (r.at(t), p.at(t)) {
-                    (Some(a), Some(b)) => format!("{:.2}x", a.qps / b.qps),
-                    _ => "-".into(),
-                };
+        for r in batch.iter().filter(is_tailor) {
+            for p in batch.iter().filter(|p| !is_tailor(p)) {
                 println!(
-                    "  {} / {}: q/s@0.95 {}  q/s@0.99 {}",
+                    "  {} / {}: @0.95 {}  @0.99 {}",
                     r.name,
                     p.name,
-                    ratio(0.95),
-                    ratio(0.99)
+                    qps_ratio(r.at(0.95), p.at(0.95)),
+                    qps_ratio(r.at(0.99), p.at(0.99))
                 );
             }
         }
+    }
+}
+
+fn cell(p: Option<&Point>) -> String {
+    p.map_or("-".to_string(), |p| {
+        format!("{:.0} / {} (ef {})", p.qps, num(p.cpu_qps, 1.0, 0), p.ef)
+    })
+}
+
+fn num(x: f64, scale: f64, prec: usize) -> String {
+    if x.is_finite() {
+        format!("{:.*}", prec, x * scale)
+    } else {
+        "-".into()
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// "wall W (CPU C)" ratio of two sweep points.
+fn qps_ratio(a: Option<&Point>, b: Option<&Point>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!(
+            "{} (CPU {})",
+            ratio(a.qps, b.qps),
+            ratio(a.cpu_qps, b.cpu_qps)
+        ),
+        _ => "-".into(),
     }
 }
 
