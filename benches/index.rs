@@ -1,19 +1,32 @@
-//! Index bench: tailor against hnswlib and faiss IndexHNSWFlat, same data, same run.
+//! Index bench: tailor against hnswlib, faiss IndexHNSWFlat, usearch (f32 and i8) and the
+//! `hnsw_rs` crate, same data, same queries, same ground truth, same run.
 //!
 //! Data: `--items` (default 100,000) L2-normalised `--dim` (1024) vectors from a
 //! 200-cluster Gaussian mixture (centres N(0, 1), points = centre + N(0, 1) noise,
-//! fixed seed), plus `--queries` (1,000) held-out points from the same mixture; exact
-//! top-10 by brute force. M=16, ef_construction=200, build on `--threads` (2) threads,
-//! search one query per call on one thread, sweeping ef. Prints build time, size, open
-//! time, first-query time, resident memory of the mapped files after the queries, and
-//! queries/s at recall@10 >= 0.95 and >= 0.99, for each system and as ratios.
+//! fixed seed), generated streaming into `base.npy` (never held in memory: every system
+//! reads it memory-mapped), plus `--queries` (1,000) held-out points from the same
+//! mixture; exact top-10 by a chunked matrix product (gemm) over the mapped rows. M=16,
+//! ef_construction=200, build on `--threads` (2) threads, search one query per call on
+//! one thread, sweeping ef. Prints build time, size, open time, first-query time, memory,
+//! and queries/s at recall@10 >= 0.95 and >= 0.99, for each system and as ratios; then
+//! batch search (all queries, `--threads` threads): faiss's `search` on the query matrix
+//! beside tailor's batch path (`Index::search_batch`); then tailor's first pass over
+//! freshly evicted files (cold) against a second pass (warm).
 //!
-//! Run: `cargo bench --bench index -- [--items N] [--dim D] [--queries Q]
-//!       [--python PYTHON] [--dir DIR]`. The peers' python is `--python`, else
-//! `$TAILOR_BENCH_PYTHON`, else the project's `.venv-ann/bin/python` made by
-//! `bash tools/ann_venv.sh`; they are skipped when it has no hnswlib/faiss. Not built by
-//! `cargo test`.
+//! Run: `cargo bench --bench index -- [--items N] [--dim D] [--queries Q] [--threads T]
+//!       [--compact KIND,KIND..] [--peers faiss,hnswlib,usearch,hnsw_rs] [--no-batch]
+//!       [--rebuild] [--python PYTHON] [--dir DIR]`.
+//! `--compact` takes any kinds `CompactKind::from_str` accepts (default `int8,f16`); each
+//! gets its own index, and the first one's f32 walk is measured too. `--peers none` runs
+//! tailor alone. Data, ground truth and built indexes are cached under `--dir` (default
+//! the ignored `.bench-cache/index/` of the project, one folder per items x dim x queries):
+//! a rerun reuses them and reports the recorded build times (marked `cached`); `--rebuild`
+//! builds every index again. The peers' python is `--python`, else `$TAILOR_BENCH_PYTHON`,
+//! else the project's `.venv-ann/bin/python` made by `bash tools/ann_venv.sh`; it runs
+//! with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment and prints
+//! the SIMD kernels each library uses. Not built by `cargo test`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -29,6 +42,9 @@ const K: usize = 10;
 const EFS: &[usize] = &[
     10, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256, 320, 400, 512,
 ];
+/// A sweep stops once recall reaches this.
+const STOP: f64 = 0.995;
+const ALL_PEERS: &[&str] = &["faiss", "hnswlib", "usearch", "hnsw_rs"];
 
 struct Args {
     items: usize,
@@ -37,7 +53,16 @@ struct Args {
     threads: usize,
     python: PathBuf,
     dir: PathBuf,
-    compact: Vec<CompactKind>,
+    /// (label as given, kind)
+    compact: Vec<(String, CompactKind)>,
+    peers: Vec<String>,
+    batch: bool,
+    rebuild: bool,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("index bench: {msg}");
+    std::process::exit(2)
 }
 
 fn parse_args() -> Args {
@@ -49,26 +74,72 @@ fn parse_args() -> Args {
         python: std::env::var_os("TAILOR_BENCH_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ann/bin/python")),
-        dir: std::env::temp_dir().join("tailor-index-bench"),
-        compact: vec![CompactKind::Int8, CompactKind::F16],
+        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join(".bench-cache/index"),
+        compact: vec![
+            ("int8".into(), CompactKind::Int8),
+            ("f16".into(), CompactKind::F16),
+        ],
+        peers: ALL_PEERS.iter().map(|s| s.to_string()).collect(),
+        batch: true,
+        rebuild: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
+    let num = |v: Option<&String>, flag: &str| -> usize {
+        v.and_then(|x| x.parse().ok())
+            .filter(|&x: &usize| x > 0)
+            .unwrap_or_else(|| usage(&format!("{flag} takes a positive integer")))
+    };
     while i < argv.len() {
-        let val = || argv.get(i + 1).cloned().unwrap_or_default();
+        let v = argv.get(i + 1);
         match argv[i].as_str() {
-            "--items" => a.items = val().parse().expect("--items N"),
-            "--dim" => a.dim = val().parse().expect("--dim D"),
-            "--queries" => a.queries = val().parse().expect("--queries Q"),
-            "--threads" => a.threads = val().parse().expect("--threads T"),
-            "--python" => a.python = PathBuf::from(val()),
-            "--dir" => a.dir = PathBuf::from(val()),
+            "--items" => a.items = num(v, "--items"),
+            "--dim" => a.dim = num(v, "--dim"),
+            "--queries" => a.queries = num(v, "--queries"),
+            "--threads" => a.threads = num(v, "--threads"),
+            "--python" => a.python = PathBuf::from(v.unwrap_or_else(|| usage("--python PATH"))),
+            "--dir" => a.dir = PathBuf::from(v.unwrap_or_else(|| usage("--dir DIR"))),
             "--compact" => {
-                a.compact = val()
+                let list = v.unwrap_or_else(|| usage("--compact KIND[,KIND..]"));
+                a.compact = list
                     .split(',')
-                    .map(|s| s.parse().expect("--compact int8,f16"))
-                    .collect()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| match s.parse::<CompactKind>() {
+                        Ok(k) => (s.to_string(), k),
+                        Err(e) => usage(&format!("--compact {s}: {e}")),
+                    })
+                    .collect();
+                if a.compact.is_empty() {
+                    usage("--compact needs at least one kind");
+                }
             }
+            "--peers" => {
+                let list = v.unwrap_or_else(|| usage("--peers faiss,hnswlib,usearch,hnsw_rs|none"));
+                a.peers = list
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "none")
+                    .map(|s| {
+                        if !ALL_PEERS.contains(&s) {
+                            usage(&format!(
+                                "--peers: unknown peer {s:?} ({})",
+                                ALL_PEERS.join(", ")
+                            ))
+                        }
+                        s.to_string()
+                    })
+                    .collect();
+            }
+            "--no-batch" => {
+                a.batch = false;
+                i += 1;
+                continue;
+            }
+            "--rebuild" => {
+                a.rebuild = true;
+                i += 1;
+                continue;
+            }
+            // cargo bench passes --bench to the harness.
             _ => {
                 i += 1;
                 continue;
@@ -86,46 +157,127 @@ fn normal(rng: &mut impl Rng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
-fn mixture(n: usize, dim: usize, centres: &[f32], seed: u64) -> Vec<f32> {
+/// Rows `[chunk * 1024, ..)` of the mixture: each block of 1,024 rows has its own seeded
+/// stream, so the data do not depend on how many blocks are generated at once.
+fn mixture_block(chunk: usize, rows: usize, dim: usize, centres: &[f32], seed: u64) -> Vec<f32> {
     let clusters = centres.len() / dim;
-    let mut out = vec![0f32; n * dim];
-    out.par_chunks_mut(dim * 1024)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut rng =
-                rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (c as u64).wrapping_mul(0x9e37_79b9));
-            for row in chunk.chunks_exact_mut(dim) {
-                let k = rng.gen_range(0..clusters);
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x = centres[k * dim + j] + normal(&mut rng);
-                }
-                tailor::index::distance::normalize(row);
-            }
-        });
+    let mut out = vec![0f32; rows * dim];
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (chunk as u64).wrapping_mul(0x9e37_79b9));
+    for row in out.chunks_exact_mut(dim) {
+        let k = rng.gen_range(0..clusters);
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = centres[k * dim + j] + normal(&mut rng);
+        }
+        tailor::index::distance::normalize(row);
+    }
     out
 }
 
-/// Exact top-k, queries blocked so the base is streamed once per block.
-fn ground_truth(base: &[f32], queries: &[f32], dim: usize) -> Vec<Vec<usize>> {
-    queries
-        .par_chunks(dim * 8)
-        .flat_map_iter(|block| {
-            let qs: Vec<&[f32]> = block.chunks_exact(dim).collect();
-            let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::new(); qs.len()];
-            for (r, row) in base.chunks_exact(dim).enumerate() {
-                for (qi, q) in qs.iter().enumerate() {
-                    let s = tailor::index::distance::dot_f32(q, row);
-                    let b = &mut best[qi];
-                    if b.len() < K || s > b[K - 1].0 {
-                        b.push((s, r));
+const BLOCK: usize = 1024;
+
+fn mixture(n: usize, dim: usize, centres: &[f32], seed: u64) -> Vec<f32> {
+    (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .flat_map_iter(|c| mixture_block(c, BLOCK.min(n - c * BLOCK), dim, centres, seed))
+        .collect()
+}
+
+/// Writes `n` mixture rows to `path` as .npy, 64 blocks (256 MB at 1024-d) at a time.
+fn write_mixture(path: &Path, n: usize, dim: usize, centres: &[f32], seed: u64) {
+    let tmp = path.with_extension("npy.tmp");
+    let f = std::fs::File::create(&tmp).expect("create base.npy.tmp");
+    let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
+    let blocks = n.div_ceil(BLOCK);
+    let group = 64;
+    let values = (0..blocks.div_ceil(group)).flat_map(|g| {
+        let part: Vec<f32> = (g * group..((g + 1) * group).min(blocks))
+            .into_par_iter()
+            .flat_map_iter(|c| mixture_block(c, BLOCK.min(n - c * BLOCK), dim, centres, seed))
+            .collect();
+        part.into_iter()
+    });
+    tailor::npy::write_f32_matrix_to(&mut w, n, dim, values).expect("write base.npy");
+    w.flush().expect("flush base.npy");
+    w.get_ref().sync_all().expect("sync base.npy");
+    std::fs::rename(&tmp, path).expect("publish base.npy");
+}
+
+/// A read-only mapping of an `n x dim` f32 .npy file.
+struct MappedMatrix {
+    map: memmap2::Mmap,
+    offset: usize,
+}
+
+impl MappedMatrix {
+    fn open(path: &Path, n: usize, dim: usize) -> Option<MappedMatrix> {
+        let f = std::fs::File::open(path).ok()?;
+        // SAFETY: the bench's own cache file, written once by rename and never modified.
+        let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+        if map.len() < 10 || &map[..6] != b"\x93NUMPY" {
+            return None;
+        }
+        let offset = 10 + u16::from_le_bytes([map[8], map[9]]) as usize;
+        let header = std::str::from_utf8(&map[10..offset]).ok()?;
+        let want = format!("'shape': ({n}, {dim})");
+        (header.contains(&want) && map.len() == offset + n * dim * 4 && offset.is_multiple_of(4))
+            .then_some(MappedMatrix { map, offset })
+    }
+
+    fn rows(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.map[self.offset..])
+    }
+}
+
+/// Exact top-k of every query: the base is read once, in chunks of 4,096 rows, each
+/// scored against all queries by one matrix product.
+fn ground_truth(base: &[f32], queries: &[f32], dim: usize, threads: usize) -> Vec<Vec<usize>> {
+    let nq = queries.len() / dim;
+    let chunk = 4096;
+    let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(K + 1); nq];
+    let mut scores = vec![0f32; nq * chunk];
+    for (c, rows) in base.chunks(chunk * dim).enumerate() {
+        let m = rows.len() / dim;
+        let scores = &mut scores[..nq * m];
+        // SAFETY: dst is nq x m row-major (col stride 1, row stride m); lhs the queries,
+        // nq x dim row-major; rhs the chunk transposed: element (d, j) at j * dim + d.
+        unsafe {
+            gemm::gemm(
+                nq,
+                m,
+                dim,
+                scores.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                queries.as_ptr(),
+                1,
+                dim as isize,
+                rows.as_ptr(),
+                dim as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(threads),
+            )
+        };
+        best.par_iter_mut()
+            .zip(scores.par_chunks(m))
+            .for_each(|(b, s)| {
+                for (j, &v) in s.iter().enumerate() {
+                    if b.len() < K || v > b[K - 1].0 {
+                        b.push((v, c * chunk + j));
                         b.sort_by(|x, y| y.0.total_cmp(&x.0));
                         b.truncate(K);
                     }
                 }
-            }
-            best.into_iter()
-                .map(|b| b.into_iter().map(|x| x.1).collect::<Vec<_>>())
-        })
+            });
+    }
+    best.into_iter()
+        .map(|b| b.into_iter().map(|x| x.1).collect())
         .collect()
 }
 
@@ -143,15 +295,25 @@ struct Point {
     ef: usize,
     recall: f64,
     qps: f64,
+    /// Queries per CPU-second of the searching thread(s): steadier than `qps` on a
+    /// machine shared with other jobs.
+    cpu_qps: f64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct SystemResult {
     name: String,
     build_s: f64,
+    /// CPU seconds of the build (all its threads); NaN when not recorded.
+    build_cpu_s: f64,
+    build_cached: bool,
     bytes: u64,
     open_s: f64,
+    open_cold_s: f64,
     first_query_s: f64,
+    /// Memory the system holds for its index after the sweep (see the legend).
+    mem_bytes: u64,
+    batch: bool,
     sweep: Vec<Point>,
 }
 
@@ -161,10 +323,60 @@ impl SystemResult {
     }
 }
 
-/// Resident bytes of this process's mappings of files under `dir` (from smaps).
-fn resident_of(dir: &Path) -> u64 {
-    resident_by_file(dir).iter().map(|x| x.1).sum()
+/// Sweeps ef; `search(ef)` answers all queries and returns the rows found and seconds.
+fn sweep_with(
+    gt: &[Vec<usize>],
+    nq: usize,
+    mut search: impl FnMut(usize) -> (Vec<Vec<usize>>, Timing),
+) -> Vec<Point> {
+    let mut out = Vec::new();
+    for &ef in EFS {
+        let (found, t) = search(ef);
+        let r = recall(&found, gt);
+        out.push(Point {
+            ef,
+            recall: r,
+            qps: nq as f64 / t.wall,
+            cpu_qps: nq as f64 / t.cpu,
+        });
+        if r >= STOP {
+            break;
+        }
+    }
+    out
 }
+
+/// Wall and CPU seconds of one timed step.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Times `f` by the wall clock and by `clock` (CLOCK_THREAD_CPUTIME_ID for work on this
+/// thread, CLOCK_PROCESS_CPUTIME_ID for work on a pool).
+fn timed<T>(clock: libc::clockid_t, f: impl FnOnce() -> T) -> (T, Timing) {
+    let (w, c) = (Instant::now(), cpu_seconds(clock));
+    let out = f();
+    let t = Timing {
+        wall: w.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(clock) - c,
+    };
+    (out, t)
+}
+
+fn cpu_seconds(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall writing into a valid timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+const THREAD: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+const PROCESS: libc::clockid_t = libc::CLOCK_PROCESS_CPUTIME_ID;
 
 /// Resident bytes per mapped file under `dir` (from /proc/self/smaps `Rss`).
 fn resident_by_file(dir: &Path) -> Vec<(String, u64)> {
@@ -197,14 +409,30 @@ fn resident_by_file(dir: &Path) -> Vec<(String, u64)> {
     out
 }
 
+/// This process's resident memory (VmRSS), bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Drops the (clean, fsynced) files of `dir` from the page cache.
 fn evict(dir: &Path) {
-    use std::os::fd::AsRawFd;
     for e in std::fs::read_dir(dir).expect("index dir").flatten() {
-        if let Ok(f) = std::fs::File::open(e.path()) {
-            // SAFETY: plain syscall on a valid open descriptor.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        }
+        evict_file(&e.path());
+    }
+}
+
+fn evict_file(path: &Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::File::open(path) {
+        // SAFETY: plain syscall on a valid open descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
 }
 
@@ -216,280 +444,655 @@ fn write_ids_npy(path: &Path, gt: &[Vec<usize>]) {
     tailor::npy::write_f32_matrix(path, gt.len(), K, &flat).expect("write gt");
 }
 
+fn read_ids_npy(path: &Path, nq: usize) -> Option<Vec<Vec<usize>>> {
+    let m = tailor::npy::read_f32_matrix(path).ok()?;
+    (m.rows == nq && m.cols == K).then(|| {
+        m.data
+            .chunks_exact(K)
+            .map(|r| r.iter().map(|&x| x as usize).collect())
+            .collect()
+    })
+}
+
+/// Inner product on unit rows as a distance for hnsw_rs, clamped at 0: f32 rounding
+/// makes a row's product with itself 1.0000005, and anndists' DistDot asserts
+/// `1 - dot >= 0` inside a rayon worker (pitfalls.md section 5). Uses tailor's dot
+/// kernel so that the two graphs differ only in their graph code.
+#[derive(Default, Clone, Copy)]
+struct ClampedDot;
+
+impl hnsw_rs::prelude::Distance<f32> for ClampedDot {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - tailor::index::distance::dot_f32(a, b)).max(0.0)
+    }
+}
+
+fn run_hnsw_rs(
+    base: &[f32],
+    queries: &[f32],
+    gt: &[Vec<usize>],
+    dim: usize,
+    pool: &rayon::ThreadPool,
+) -> SystemResult {
+    use hnsw_rs::prelude::Hnsw;
+    let n = base.len() / dim;
+    let nq = queries.len() / dim;
+    let rss0 = rss();
+    let (t, c) = (Instant::now(), cpu_seconds(PROCESS));
+    let hnsw: Hnsw<f32, ClampedDot> = Hnsw::new(16, n, 16, 200, ClampedDot);
+    for (c, part) in base.chunks(100_000 * dim).enumerate() {
+        let data: Vec<(&[f32], usize)> = part
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, r)| (r, c * 100_000 + i))
+            .collect();
+        // parallel_insert_slice runs on the current (here: the bench's) rayon pool.
+        pool.install(|| hnsw.parallel_insert_slice(&data));
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    let build_cpu_s = cpu_seconds(PROCESS) - c;
+    let t = Instant::now();
+    hnsw.search(&queries[..dim], K, 64);
+    let first_query_s = t.elapsed().as_secs_f64();
+    let sweep = sweep_with(gt, nq, |ef| {
+        timed(THREAD, || {
+            queries
+                .chunks_exact(dim)
+                .map(|q| hnsw.search(q, K, ef).iter().map(|nb| nb.d_id).collect())
+                .collect()
+        })
+    });
+    let mem_bytes = rss().saturating_sub(rss0);
+    SystemResult {
+        name: "hnsw_rs 0.3.5 (in-process, clamped dot)".into(),
+        build_s,
+        build_cpu_s,
+        bytes: 0,
+        open_s: f64::NAN,
+        open_cold_s: f64::NAN,
+        first_query_s,
+        mem_bytes,
+        sweep,
+        ..Default::default()
+    }
+}
+
 fn main() {
     let args = parse_args();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build()
         .expect("pool");
-    std::fs::create_dir_all(&args.dir).expect("bench dir");
     let (n, dim, nq) = (args.items, args.dim, args.queries);
+    let data_dir = args.dir.join(format!("n{n}-d{dim}-q{nq}"));
+    std::fs::create_dir_all(&data_dir).expect("bench dir");
     println!(
         "index bench: {n} x {dim}-d L2-normalised, 200-cluster Gaussian mixture (seed 42), {nq} held-out queries, \
-         recall@{K}; M=16 efC=200, build on {} threads, search 1 thread, 1 query per call",
-        args.threads
+         recall@{K}; M=16 efC=200, build on {} threads, search 1 thread, 1 query per call; batch on {} threads",
+        args.threads, args.threads
     );
     println!(
-        "machine: {} cores ({}), {}",
+        "machine: {} cores ({}), {}, {:.1} GiB RAM; load average at start {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         cpu_model(),
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        mem_total_gib(),
+        load_average()
     );
+    println!(
+        "settings: compact {:?}, peers {:?}, batch {}, cache {}{}",
+        args.compact
+            .iter()
+            .map(|c| c.0.as_str())
+            .collect::<Vec<_>>(),
+        args.peers,
+        args.batch,
+        data_dir.display(),
+        if args.rebuild { " (rebuild)" } else { "" }
+    );
+
+    // Data: base streamed to disk and mapped, queries in memory, ground truth cached.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let centres: Vec<f32> = (0..200 * dim).map(|_| normal(&mut rng)).collect();
+    let base_path = data_dir.join("base.npy");
     let t = Instant::now();
-    let (base, queries, gt) = pool.install(|| {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-        let centres: Vec<f32> = (0..200 * dim).map(|_| normal(&mut rng)).collect();
-        let base = mixture(n, dim, &centres, 1);
-        let queries = mixture(nq, dim, &centres, 2);
-        let gt = ground_truth(&base, &queries, dim);
-        (base, queries, gt)
-    });
-    println!("data + ground truth: {:.1} s", t.elapsed().as_secs_f64());
-    tailor::npy::write_f32_matrix(&args.dir.join("base.npy"), n, dim, &base).expect("base");
-    tailor::npy::write_f32_matrix(&args.dir.join("queries.npy"), nq, dim, &queries)
+    let base_map = match MappedMatrix::open(&base_path, n, dim) {
+        Some(m) => {
+            println!("data: cached {}", base_path.display());
+            m
+        }
+        None => {
+            pool.install(|| write_mixture(&base_path, n, dim, &centres, 1));
+            println!(
+                "data: generated {} ({:.1} GB) in {:.1} s",
+                base_path.display(),
+                (n * dim * 4) as f64 / 1e9,
+                t.elapsed().as_secs_f64()
+            );
+            MappedMatrix::open(&base_path, n, dim).expect("map base.npy")
+        }
+    };
+    let base = base_map.rows();
+    let queries = pool.install(|| mixture(nq, dim, &centres, 2));
+    tailor::npy::write_f32_matrix(&data_dir.join("queries.npy"), nq, dim, &queries)
         .expect("queries");
-    write_ids_npy(&args.dir.join("gt.npy"), &gt);
+    let gt_path = data_dir.join("gt.npy");
+    let gt = match read_ids_npy(&gt_path, nq) {
+        Some(gt) if !args.rebuild => {
+            println!("ground truth: cached {}", gt_path.display());
+            gt
+        }
+        _ => {
+            let t = Instant::now();
+            let gt = pool.install(|| ground_truth(base, &queries, dim, args.threads));
+            write_ids_npy(&gt_path, &gt);
+            println!(
+                "ground truth: exact top-{K} of {nq} queries over {n} rows (chunked gemm, {} threads) in {:.1} s",
+                args.threads,
+                t.elapsed().as_secs_f64()
+            );
+            gt
+        }
+    };
 
     let mut results: Vec<SystemResult> = Vec::new();
+    let mut batch_results: Vec<SystemResult> = Vec::new();
+    let mut cold_lines: Vec<String> = Vec::new();
     let ids: Vec<String> = (0..n).map(|i| format!("item{i}")).collect();
-    for (bi, &compact) in args.compact.iter().enumerate() {
-        let out = args.dir.join(format!("tailor-{compact:?}").to_lowercase());
-        let _ = std::fs::remove_dir_all(&out);
-        let input = BuildInput {
-            ids: ids.clone(),
-            attributes: vec![AttributeInput {
-                name: "v".into(),
-                dim,
-                rows: &base,
-            }],
-            labels: None,
-            model: None,
+    for (bi, (label, compact)) in args.compact.iter().enumerate() {
+        let out = data_dir.join(format!("tailor-{label}"));
+        let build_json = out.join("bench-build.json");
+        let cached = !args.rebuild
+            && Index::open(&out).is_ok_and(|ix| ix.manifest().params.compact == *compact);
+        let recorded = std::fs::read_to_string(&build_json)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+        let cached_s = recorded.as_ref().and_then(|v| v["build_s"].as_f64());
+        let cached_cpu = recorded
+            .as_ref()
+            .and_then(|v| v["build_cpu_s"].as_f64())
+            .unwrap_or(f64::NAN);
+        let (build_s, build_cpu_s, build_cached) = match (cached, cached_s) {
+            (true, Some(s)) => (s, cached_cpu, true),
+            _ => {
+                let _ = std::fs::remove_dir_all(&out);
+                let input = BuildInput {
+                    ids: ids.clone(),
+                    attributes: vec![AttributeInput {
+                        name: "v".into(),
+                        dim,
+                        rows: base,
+                    }],
+                    labels: None,
+                    model: None,
+                };
+                let params = BuildParams {
+                    compact: *compact,
+                    ..BuildParams::default()
+                };
+                let (built, t) = timed(PROCESS, || {
+                    pool.install(|| index::build(&out, &input, &params, ProgressMode::Quiet))
+                });
+                built.expect("build");
+                // Written beside the index; tailor ignores files its manifest does not name.
+                std::fs::write(
+                    &build_json,
+                    format!("{{\"build_s\": {}, \"build_cpu_s\": {}}}", t.wall, t.cpu),
+                )
+                .expect("build json");
+                (t.wall, t.cpu, false)
+            }
         };
-        let params = BuildParams {
-            compact,
-            ..BuildParams::default()
-        };
-        let t = Instant::now();
-        pool.install(|| index::build(&out, &input, &params, ProgressMode::Quiet))
-            .expect("build");
-        let build_s = t.elapsed().as_secs_f64();
-        // Open: warm page cache (files just written); averaged over repeated opens.
+        // Open: warm page cache; averaged over repeated opens. Cold: after eviction.
         let t = Instant::now();
         let reps = 20;
         for _ in 0..reps {
             drop(Index::open(&out).expect("open"));
         }
         let open_s = t.elapsed().as_secs_f64() / reps as f64;
+        evict(&out);
+        let t = Instant::now();
+        drop(Index::open(&out).expect("open"));
+        let open_cold_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let ix = Index::open(&out).expect("open");
         ix.search("v", &queries[..dim], K, 64).expect("first query");
         let first_query_s = t.elapsed().as_secs_f64();
         let bytes = ix.manifest().files.iter().map(|f| f.len).sum();
-        let walks: Vec<(String, bool)> = if bi == 0 {
-            vec![
-                ("tailor f32".into(), false),
-                (format!("tailor {compact:?}").to_lowercase(), true),
-            ]
-        } else {
-            vec![(format!("tailor {compact:?}").to_lowercase(), true)]
-        };
+        let mut walks: Vec<(String, bool)> = Vec::new();
+        if bi == 0 || *compact == CompactKind::None {
+            walks.push(("tailor f32".into(), false));
+        }
+        if *compact != CompactKind::None {
+            walks.push((format!("tailor {label} walk"), true));
+        }
+        if bi > 0 && *compact == CompactKind::None {
+            walks.clear();
+        }
+        let (bv, bc, bg, bo) = ix.sizes();
         for (name, use_compact) in walks {
-            let mut sweep = Vec::new();
-            for &ef in EFS {
-                let opts = SearchOptions {
-                    k: K,
-                    ef,
-                    use_compact,
-                    accept: None,
-                    rescore: None,
-                };
-                let t = Instant::now();
-                let found: Vec<Vec<usize>> = queries
-                    .chunks_exact(dim)
-                    .map(|q| {
-                        ix.search_with("v", q, &opts)
-                            .expect("search")
-                            .iter()
-                            .map(|h| h.row)
-                            .collect()
-                    })
-                    .collect();
-                let dt = t.elapsed().as_secs_f64();
-                let r = recall(&found, &gt);
-                sweep.push(Point {
-                    ef,
-                    recall: r,
-                    qps: nq as f64 / dt,
-                });
-                if r >= 0.995 {
-                    break;
-                }
-            }
+            let opts = |ef| SearchOptions {
+                k: K,
+                ef,
+                use_compact,
+                accept: None,
+                rescore: None,
+            };
+            let sweep = sweep_with(&gt, nq, |ef| {
+                let o = opts(ef);
+                timed(THREAD, || {
+                    queries
+                        .chunks_exact(dim)
+                        .map(|q| {
+                            ix.search_with("v", q, &o)
+                                .expect("search")
+                                .iter()
+                                .map(|h| h.row)
+                                .collect()
+                        })
+                        .collect()
+                })
+            });
+            // Memory: the mapped files this walk reads (f32 rows always, for the final
+            // scores; the compact copy and graph when used), resident after the sweep.
+            let compact_file = ix.manifest().attributes[0].compact.clone();
+            let mem_bytes = resident_by_file(&out)
+                .iter()
+                .filter(|(f, _)| use_compact || Some(f) != compact_file.as_ref())
+                .map(|x| x.1)
+                .sum();
             let res = SystemResult {
                 name: name.clone(),
                 build_s,
-                bytes,
+                build_cpu_s,
+                build_cached,
+                bytes: if use_compact { bytes } else { bytes - bc },
                 open_s,
+                open_cold_s,
                 first_query_s,
+                mem_bytes,
                 sweep,
+                ..Default::default()
             };
             print_sweep(&res);
             results.push(res);
+            if args.batch {
+                let query_rows: Vec<&[f32]> = queries.chunks_exact(dim).collect();
+                let sweep = sweep_with(&gt, nq, |ef| {
+                    let o = opts(ef);
+                    let (hits, t) = timed(PROCESS, || {
+                        pool.install(|| ix.search_batch("v", &query_rows, &o))
+                    });
+                    let found = hits
+                        .expect("batch search")
+                        .into_iter()
+                        .map(|h| h.into_iter().map(|h| h.row).collect())
+                        .collect();
+                    (found, t)
+                });
+                let how = "Index::search_batch";
+                let res = SystemResult {
+                    name: format!("{name} batch ({} thr, {how})", args.threads),
+                    build_s,
+                    build_cached,
+                    bytes: 0,
+                    batch: true,
+                    sweep,
+                    ..Default::default()
+                };
+                print_sweep(&res);
+                batch_results.push(res);
+            }
         }
-        let (bv, bc, bg, bo) = ix.sizes();
         println!(
-            "{}: files vectors {:.1} MB, compact {:.1} MB, graph {:.1} MB, other {:.1} MB; resident (mapped, after the sweep) {:.1} MB",
+            "{}: files vectors {:.1} MB, compact {:.1} MB, graph {:.1} MB, other {:.1} MB",
             out.display(),
             bv as f64 / 1e6,
             bc as f64 / 1e6,
             bg as f64 / 1e6,
             bo as f64 / 1e6,
-            resident_of(&out) as f64 / 1e6
         );
-        // Resident memory after open + 1,000 queries at a fixed ef in a fresh mapping:
-        // warm (files still in the page cache from the build: each fault also maps up to
-        // 16 cached neighbour pages, whatever the advice) and cold (files evicted first:
-        // only what the queries read, and what read-ahead adds, becomes resident).
+        // Cold against warm: evict the files, open, one pass of the queries at ef 64
+        // (every page it touches is read from disk), then a second pass on what the first
+        // left in the page cache. Resident bytes per mapped file after each pass.
         drop(ix);
-        for cold in [false, true] {
-            if cold {
-                evict(&out);
-            }
-            let ix = Index::open(&out).expect("open");
-            let opts = SearchOptions {
-                k: K,
-                ef: 64,
-                use_compact: true,
-                accept: None,
-                rescore: None,
-            };
-            for q in queries.chunks_exact(dim).take(1000) {
-                ix.search_with("v", q, &opts).expect("search");
-            }
+        let use_compact = *compact != CompactKind::None;
+        evict(&out);
+        let ix = Index::open(&out).expect("open");
+        let opts = SearchOptions {
+            k: K,
+            ef: 64,
+            use_compact,
+            accept: None,
+            rescore: None,
+        };
+        for pass in ["cold (first pass after eviction)", "warm (second pass)"] {
+            let ((), t) = timed(THREAD, || {
+                for q in queries.chunks_exact(dim) {
+                    ix.search_with("v", q, &opts).expect("search");
+                }
+            });
             let by_file = resident_by_file(&out);
             let total: u64 = by_file.iter().map(|x| x.1).sum();
             let parts: Vec<String> = by_file
                 .iter()
                 .map(|(f, b)| format!("{f} {:.1}", *b as f64 / 1e6))
                 .collect();
-            println!(
-                "  {} open + {} queries (ef 64): resident of mapped index files {:.1} MB of {:.1} MB ({}; vector files {:.1} MB)",
-                if cold { "cold" } else { "warm" },
-                nq.min(1000),
+            let line = format!(
+                "tailor {label}{} ef 64, {pass}: {:.0} q/s wall, {:.0} q/CPU-s (wall beyond CPU: waiting for the disk or for a core); resident of mapped index files {:.1} MB of {:.1} MB ({})",
+                if use_compact { " walk" } else { "" },
+                nq as f64 / t.wall,
+                nq as f64 / t.cpu,
                 total as f64 / 1e6,
                 bytes as f64 / 1e6,
                 parts.join(", "),
-                (bv + bc) as f64 / 1e6
             );
+            println!("{line}");
+            cold_lines.push(line);
         }
     }
 
-    let py = Command::new(&args.python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ann_peers.py"))
+    if args.peers.iter().any(|p| p == "hnsw_rs") {
+        let res = run_hnsw_rs(base, &queries, &gt, dim, &pool);
+        print_sweep(&res);
+        results.push(res);
+    }
+
+    let py_peers: Vec<&str> = args
+        .peers
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != "hnsw_rs")
+        .collect();
+    if !py_peers.is_empty() {
+        run_python_peers(
+            &args,
+            &data_dir,
+            &py_peers,
+            &mut results,
+            &mut batch_results,
+        );
+    }
+    print_table(&results, &batch_results);
+    println!();
+    for l in &cold_lines {
+        println!("{l}");
+    }
+    println!(
+        "peers' cold start: open cold s column (whole index file read after posix_fadvise DONTNEED)"
+    );
+    println!("load average at end: {}", load_average());
+}
+
+fn run_python_peers(
+    args: &Args,
+    data_dir: &Path,
+    peers: &[&str],
+    results: &mut Vec<SystemResult>,
+    batch_results: &mut Vec<SystemResult>,
+) {
+    let mut cmd = Command::new(&args.python);
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ann_peers.py"))
         .args([
-            "--dir",
-            &args.dir.to_string_lossy(),
+            "--data",
+            &data_dir.to_string_lossy(),
+            "--work",
+            &data_dir.join("peers").to_string_lossy(),
             "--threads",
             &args.threads.to_string(),
+            "--systems",
+            &peers.join(","),
         ])
-        .output();
-    match py {
-        Ok(o) if o.status.success() => {
-            for line in String::from_utf8_lossy(&o.stdout).lines() {
-                let v: serde_json::Value = match serde_json::from_str(line) {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                };
-                if let Some(e) = v.get("error") {
-                    println!("peer {}: skipped ({e})", v["system"]);
-                    continue;
-                }
-                let sweep = v["sweep"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|p| Point {
-                                ef: p["ef"].as_u64().unwrap_or(0) as usize,
-                                recall: p["recall"].as_f64().unwrap_or(0.0),
-                                qps: p["qps"].as_f64().unwrap_or(0.0),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let res = SystemResult {
-                    name: v["system"].as_str().unwrap_or("?").to_string(),
-                    build_s: v["build_s"].as_f64().unwrap_or(f64::NAN),
-                    bytes: v["bytes"].as_u64().unwrap_or(0),
-                    open_s: v["open_s"].as_f64().unwrap_or(f64::NAN),
-                    first_query_s: v["first_query_s"].as_f64().unwrap_or(f64::NAN),
-                    sweep,
-                };
-                print_sweep(&res);
-                results.push(res);
-            }
-        }
-        Ok(o) => println!("peers failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => println!("peers skipped: cannot run {}: {e}", args.python.display()),
+        // The peers pick their own kernels for this CPU: no OpenBLAS override.
+        .env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE")
+        .stderr(std::process::Stdio::inherit());
+    if args.rebuild {
+        cmd.arg("--rebuild");
     }
-    print_table(&results);
+    if args.batch {
+        cmd.arg("--batch");
+    }
+    // Read the peers' lines as they come, so a long run shows each sweep when it ends.
+    let mut child = match cmd.stdout(std::process::Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("peers skipped: cannot run {}: {e}", args.python.display());
+            return;
+        }
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let Ok(line) = line else { break };
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if let Some(info) = v.get("info").and_then(|i| i.as_str()) {
+            println!("peer kernels: {info}");
+            continue;
+        }
+        if let Some(e) = v.get("error") {
+            println!("peer {}: skipped ({e})", v["system"]);
+            continue;
+        }
+        let sweep = v["sweep"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| Point {
+                        ef: p["ef"].as_u64().unwrap_or(0) as usize,
+                        recall: p["recall"].as_f64().unwrap_or(0.0),
+                        qps: p["qps"].as_f64().unwrap_or(0.0),
+                        cpu_qps: p["cpu_qps"].as_f64().unwrap_or(f64::NAN),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let res = SystemResult {
+            name: v["system"].as_str().unwrap_or("?").to_string(),
+            build_s: v["build_s"].as_f64().unwrap_or(f64::NAN),
+            build_cpu_s: v["build_cpu_s"].as_f64().unwrap_or(f64::NAN),
+            build_cached: v["build_cached"].as_bool().unwrap_or(false),
+            bytes: v["bytes"].as_u64().unwrap_or(0),
+            open_s: v["open_s"].as_f64().unwrap_or(f64::NAN),
+            open_cold_s: v["open_cold_s"].as_f64().unwrap_or(f64::NAN),
+            first_query_s: v["first_query_s"].as_f64().unwrap_or(f64::NAN),
+            mem_bytes: v["mem_bytes"].as_i64().unwrap_or(0).max(0) as u64,
+            batch: v["batch"].as_bool().unwrap_or(false),
+            sweep,
+        };
+        print_sweep(&res);
+        if res.batch {
+            batch_results.push(res);
+        } else {
+            results.push(res);
+        }
+    }
+    match child.wait() {
+        Ok(st) if st.success() => {}
+        Ok(st) => println!("peers: {} exited with {st}", args.python.display()),
+        Err(e) => println!("peers: waiting for {}: {e}", args.python.display()),
+    }
 }
 
 fn print_sweep(r: &SystemResult) {
     let pts: Vec<String> = r
         .sweep
         .iter()
-        .map(|p| format!("ef {}: R {:.4} {:.0} q/s", p.ef, p.recall, p.qps))
+        .map(|p| {
+            format!(
+                "ef {}: R {:.4} {:.0} q/s {:.0} q/CPU-s",
+                p.ef, p.recall, p.qps, p.cpu_qps
+            )
+        })
         .collect();
     println!("{} sweep: {}", r.name, pts.join(" | "));
 }
 
-fn print_table(results: &[SystemResult]) {
+fn print_table(results: &[SystemResult], batch: &[SystemResult]) {
     println!();
     println!(
-        "{:<30} {:>9} {:>10} {:>10} {:>11} {:>16} {:>16}",
-        "system", "build s", "size MB", "open ms", "1st q ms", "q/s @R>=0.95", "q/s @R>=0.99"
+        "one query per call, 1 thread; build on the bench's threads (* = recorded when the cached index was built); \
+         q/s cells: wall q/s / q per CPU-second of the searching thread (ef)"
     );
-    let cell =
-        |p: Option<&Point>| p.map_or("-".to_string(), |p| format!("{:.0} (ef {})", p.qps, p.ef));
+    println!(
+        "{:<42} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>24} {:>24}",
+        "system",
+        "build s",
+        "build CPU s",
+        "size MB",
+        "open ms",
+        "open cold ms",
+        "1st q ms",
+        "mem MB",
+        "R@10>=0.95",
+        "R@10>=0.99"
+    );
     for r in results {
         println!(
-            "{:<30} {:>9.1} {:>10.1} {:>10.3} {:>11.3} {:>16} {:>16}",
+            "{:<42} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8.1} {:>24} {:>24}",
             r.name,
-            r.build_s,
-            r.bytes as f64 / 1e6,
-            r.open_s * 1e3,
-            r.first_query_s * 1e3,
+            format!(
+                "{}{}",
+                num(r.build_s, 1.0, 1),
+                if r.build_cached { "*" } else { "" }
+            ),
+            num(r.build_cpu_s, 1.0, 1),
+            if r.bytes > 0 {
+                format!("{:.1}", r.bytes as f64 / 1e6)
+            } else {
+                "-".into()
+            },
+            num(r.open_s, 1e3, 3),
+            num(r.open_cold_s, 1e3, 1),
+            num(r.first_query_s, 1e3, 3),
+            r.mem_bytes as f64 / 1e6,
             cell(r.at(0.95)),
             cell(r.at(0.99))
         );
     }
-    let peers: Vec<&SystemResult> = results
-        .iter()
-        .filter(|r| !r.name.starts_with("tailor"))
-        .collect();
-    for peer in peers {
+    println!(
+        "mem: tailor = resident bytes of the mapped files the walk reads, after its sweep; \
+         hnsw_rs and the python peers = growth of the process's resident memory from before \
+         build/load to after the sweep."
+    );
+    let is_tailor = |r: &&SystemResult| r.name.starts_with("tailor");
+    for peer in results.iter().filter(|r| !is_tailor(r)) {
         println!(
-            "ratios to {} (>1: tailor faster/smaller is <1 for time and size):",
+            "ratios to {} (q/s wall and per CPU-s: >1 tailor faster; build wall and CPU, size: <1 tailor smaller):",
             peer.name
         );
-        for r in results.iter().filter(|r| r.name.starts_with("tailor")) {
-            let ratio = |t: f64| match (r.at(t), peer.at(t)) {
-                (Some(a), Some(b)) => format!("{:.2}x", a.qps / b.qps),
-                _ => "-".into(),
-            };
+        for r in results.iter().filter(is_tailor) {
             println!(
-                "  {:<26} build {:.2}x  size {:.2}x  open {:.3}x  q/s@0.95 {}  q/s@0.99 {}",
+                "  {:<28} build {} (CPU {})  size {}  @0.95 {}  @0.99 {}",
                 r.name,
-                r.build_s / peer.build_s,
-                r.bytes as f64 / peer.bytes as f64,
-                r.open_s / peer.open_s,
-                ratio(0.95),
-                ratio(0.99)
+                ratio(r.build_s, peer.build_s),
+                ratio(r.build_cpu_s, peer.build_cpu_s),
+                ratio(r.bytes as f64, peer.bytes as f64),
+                qps_ratio(r.at(0.95), peer.at(0.95)),
+                qps_ratio(r.at(0.99), peer.at(0.99))
             );
         }
     }
+    for t in [0.95, 0.99] {
+        for (what, key) in [
+            ("wall q/s", (|p: &Point| p.qps) as fn(&Point) -> f64),
+            ("q/CPU-s", |p: &Point| p.cpu_qps),
+        ] {
+            let best = |tailor: bool| {
+                results
+                    .iter()
+                    .filter(|r| is_tailor(r) == tailor)
+                    .filter_map(|r| r.at(t).map(|p| (r.name.as_str(), key(p))))
+                    .filter(|x| x.1.is_finite())
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+            };
+            if let (Some((tn, tq)), Some((pn, pq))) = (best(true), best(false)) {
+                println!(
+                    "best at R@10>={t} by {what}: {tn} {tq:.0} vs best peer {pn} {pq:.0} = {:.2}x",
+                    tq / pq
+                );
+            }
+        }
+    }
+    if !batch.is_empty() {
+        println!();
+        println!("batch search: all queries per call on the bench's threads; cells: wall q/s / q per CPU-second of the process (ef)");
+        println!("{:<72} {:>24} {:>24}", "system", "R@10>=0.95", "R@10>=0.99");
+        for r in batch {
+            println!(
+                "{:<72} {:>24} {:>24}",
+                r.name,
+                cell(r.at(0.95)),
+                cell(r.at(0.99))
+            );
+        }
+        for r in batch.iter().filter(is_tailor) {
+            for p in batch.iter().filter(|p| !is_tailor(p)) {
+                println!(
+                    "  {} / {}: @0.95 {}  @0.99 {}",
+                    r.name,
+                    p.name,
+                    qps_ratio(r.at(0.95), p.at(0.95)),
+                    qps_ratio(r.at(0.99), p.at(0.99))
+                );
+            }
+        }
+    }
+}
+
+fn cell(p: Option<&Point>) -> String {
+    p.map_or("-".to_string(), |p| {
+        format!("{:.0} / {} (ef {})", p.qps, num(p.cpu_qps, 1.0, 0), p.ef)
+    })
+}
+
+fn num(x: f64, scale: f64, prec: usize) -> String {
+    if x.is_finite() {
+        format!("{:.*}", prec, x * scale)
+    } else {
+        "-".into()
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// "wall W (CPU C)" ratio of two sweep points.
+fn qps_ratio(a: Option<&Point>, b: Option<&Point>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!(
+            "{} (CPU {})",
+            ratio(a.qps, b.qps),
+            ratio(a.cpu_qps, b.cpu_qps)
+        ),
+        _ => "-".into(),
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn mem_total_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / (1024.0 * 1024.0))
 }
 
 fn cpu_model() -> String {
