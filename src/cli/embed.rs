@@ -73,8 +73,8 @@ pub fn run(args: EmbedArgs, out: &Output) -> anyhow::Result<ExitCode> {
         progress: out.progress,
         wait: args.wait,
     };
-    let s = embed::embed_items(&model, &catalog, &args.out, &opts)
-        .map_err(super::errors::flag_hint)?;
+    let s =
+        embed::embed_items(&model, &catalog, &args.out, &opts).map_err(super::errors::flag_hint)?;
     if out.json {
         let mut v = serde_json::to_value(&s)?;
         v["precision"] = serde_json::to_value(precision)?;
