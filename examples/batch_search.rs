@@ -6,7 +6,7 @@
 //! Gaussian mixture, `--queries` (2,000) held-out points; M=16, efC=200.
 //!
 //! Run: `cargo run --release --example batch_search -- [--items N] [--dim D]
-//!       [--queries Q] [--ef EF] [--compact none|f16|int8|bit1] [--threads T]`
+//!       [--queries Q] [--ef EF] [--compact none|f16|int8|bit1|bit4] [--threads T]`
 //! (threads: the batch pool's size, default all cores).
 
 use std::time::Instant;
@@ -36,7 +36,7 @@ fn main() {
             "--queries" => nq = v.parse().expect("--queries Q"),
             "--ef" => ef = v.parse().expect("--ef EF"),
             "--threads" => threads = v.parse().expect("--threads T"),
-            "--compact" => compact = v.parse().expect("--compact none|f16|int8|bit1"),
+            "--compact" => compact = v.parse().expect("--compact none|f16|int8|bit1|bit4"),
             other => panic!("unknown option {other}"),
         }
     }

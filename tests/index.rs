@@ -216,6 +216,7 @@ fn hnsw_recall_on_clustered_data() {
         CompactKind::Int8,
         CompactKind::F16,
         CompactKind::Bit1,
+        CompactKind::Bit4,
     ] {
         let f = build_fixture(4000, compact);
         let ix = Index::open(&f.path).unwrap();
@@ -873,12 +874,92 @@ fn bit1_verify_and_bad_queries() {
     }
 }
 
+/// A bit4 copy that disagrees with its f32 rows (a changed code, a changed term),
+/// behind valid checksums: verify names the attribute, the file and the row. Bad
+/// queries get the same errors as with the other kinds.
+#[test]
+fn bit4_verify_and_bad_queries() {
+    let f = build_fixture(300, CompactKind::Bit4);
+    let ix = Index::open(&f.path).unwrap();
+    assert!(
+        ix.verify().unwrap().ok,
+        "{:?}",
+        ix.verify().unwrap().problems
+    );
+    assert!(matches!(
+        ix.search("shape", &[1.0; 3], 5, 10),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    let mut q = unit(&f.a[..DA]);
+    assert_eq!(ix.search("shape", &q, 3, 10).unwrap()[0].row, 0);
+    q[4] = f32::NAN;
+    let err = ix.search("shape", &q, 5, 10).unwrap_err();
+    assert!(err.to_string().contains("non-finite"), "{err}");
+    assert!(ix.search("shape", &[0.0; DA], 5, 10).is_err());
+    drop(ix);
+    let work = tempfile::tempdir().unwrap();
+    // Layout (index-format.md): 64-byte header, 300 x 16 bytes of terms (lo, step,
+    // err, cnorm), rows at 8192; 24-d and 12-d rows are coded in 128 coordinates, 64
+    // bytes per row. A code byte's two nibbles both move by 8: never a boundary case.
+    type Damage<'a> = &'a dyn Fn(&mut Vec<u8>);
+    let cases: [(&str, usize, Damage); 3] = [
+        ("code", 17, &|b| b[8192 + 17 * 64 + 3] ^= 0x88),
+        ("texture code", 0, &|b| b[8192 + 5] ^= 0x88),
+        ("term", 9, &|b| {
+            let at = 64 + 9 * 16 + 8;
+            let v = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            b[at..at + 4].copy_from_slice(&(v * 0.9 + 1e-3).to_le_bytes());
+        }),
+    ];
+    for (i, (what, row, damage)) in cases.iter().enumerate() {
+        let d = work.path().join(format!("{i}"));
+        copy_dir(&f.path, &d);
+        let suffix = if what.starts_with("texture") {
+            ".a1.bit4.vec"
+        } else {
+            ".a0.bit4.vec"
+        };
+        let p = file_named(&d, suffix);
+        let mut bytes = std::fs::read(&p).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&p, &bytes).unwrap();
+        fix_checksum(&d, &p);
+        let report = Index::open(&d).unwrap().verify().unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let attr = if what.starts_with("texture") {
+            "\"texture\""
+        } else {
+            "\"shape\""
+        };
+        let row = format!("row {row} ");
+        assert!(
+            !report.ok
+                && report
+                    .problems
+                    .iter()
+                    .any(|pr| pr.contains(&name) && pr.contains(attr) && pr.contains(&row)),
+            "{what}: {:?}",
+            report.problems
+        );
+    }
+}
+
 /// With the bound's strict re-scoring, every result's score is exact, results are in
 /// exact order, and a bit1 walk returns the exact top-k among the rows it re-scored:
 /// with ef as large as the index, exactly the brute-force top-k.
 #[test]
 fn bit1_rescoring_is_exact() {
-    let f = build_fixture(600, CompactKind::Bit1);
+    rescoring_is_exact(CompactKind::Bit1);
+}
+
+/// The same for bit4.
+#[test]
+fn bit4_rescoring_is_exact() {
+    rescoring_is_exact(CompactKind::Bit4);
+}
+
+fn rescoring_is_exact(kind: CompactKind) {
+    let f = build_fixture(600, kind);
     let ix = Index::open(&f.path).unwrap();
     for r in [0usize, 5, 99, 431] {
         let q = &f.a[r * DA..(r + 1) * DA];
@@ -906,7 +987,12 @@ fn batch_search_equals_single_queries() {
         .num_threads(3)
         .build()
         .unwrap();
-    for compact in [CompactKind::None, CompactKind::Int8, CompactKind::Bit1] {
+    for compact in [
+        CompactKind::None,
+        CompactKind::Int8,
+        CompactKind::Bit1,
+        CompactKind::Bit4,
+    ] {
         let f = build_fixture(1200, compact);
         let ix = Index::open(&f.path).unwrap();
         let even = |r: usize| r.is_multiple_of(2);

@@ -147,9 +147,19 @@ fn compact_is_a_fixed_point() {
 /// whose bit1 graph search, with `ef` covering the index, equals exact search.
 #[test]
 fn bit1_through_add_remove_compact_and_merge() {
+    through_add_remove_compact_and_merge(CompactKind::Bit1);
+}
+
+/// The same for the bit4 kind (codes and terms recomputed by verify).
+#[test]
+fn bit4_through_add_remove_compact_and_merge() {
+    through_add_remove_compact_and_merge(CompactKind::Bit4);
+}
+
+fn through_add_remove_compact_and_merge(coded: CompactKind) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ix");
-    build_with(&dir, 200, "item", 5, CompactKind::Bit1);
+    build_with(&dir, 200, "item", 5, coded);
     add(&dir, 40, "new", 6).unwrap();
     remove(&dir, &["item3", "new7"]).unwrap();
     let check = |d: &Path, kind: CompactKind| {
@@ -164,13 +174,13 @@ fn bit1_through_add_remove_compact_and_merge() {
             assert_eq!(rows(ix.search("shape", &q, 5, ix.len()).unwrap()), exact);
         }
     };
-    check(&dir, CompactKind::Bit1);
+    check(&dir, coded);
     index::compact(&dir, ProgressMode::Quiet).unwrap();
     assert_eq!(Index::open(&dir).unwrap().len(), 238);
-    check(&dir, CompactKind::Bit1);
+    check(&dir, coded);
     let other = tmp.path().join("other");
     build(&other, 50, "o", 9);
-    for kind in [CompactKind::Bit1, CompactKind::Int8] {
+    for kind in [coded, CompactKind::Int8] {
         let out = tmp.path().join(format!("merged-{kind:?}"));
         index::merge(
             &out,

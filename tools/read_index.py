@@ -7,7 +7,7 @@ document rather than copied bugs.
   read_index.py DIR                                   summary + full validation
   read_index.py DIR --exact ATTR ROW -k K             brute-force top-k
   read_index.py DIR --walk ATTR ROW -k K --ef EF      HNSW search over the stored graph
-  read_index.py DIR --estimate ATTR ROW QROW          bit1: estimate, bound and exact score
+  read_index.py DIR --estimate ATTR ROW QROW          bit1/bit4: estimate, bound and exact score
                                                       of ROW for the query vec[QROW] (JSON)
 """
 import argparse
@@ -22,7 +22,7 @@ import numpy as np
 
 SUPPORTED_VERSIONS = (1, 2)  # INDEX_FORMAT_OLDEST_SUPPORTED_VERSION ..= INDEX_FORMAT_VERSION
 HEADER = struct.Struct("<8sIIQQQQ16s")
-ELEMENT_TYPES = {0: "f32", 1: "f16", 2: "int8", 3: "bit1"}
+ELEMENT_TYPES = {0: "f32", 1: "f16", 2: "int8", 3: "bit1", 4: "bit4"}
 MASK64 = (1 << 64) - 1
 NO_ENTRY = 0xFFFFFFFFFFFFFFFF
 MANIFEST_LIMIT = 256 << 20
@@ -86,7 +86,7 @@ def read_vectors(path, n, dim):
     need(f.count == n, f"{f.name}: {f.count} rows, manifest says {n}")
     need(f.b == dim and 1 <= dim <= 0xFFFFFFFF, f"{f.name}: dim {f.b}, manifest says {dim}")
     kind, page = ELEMENT_TYPES[f.a], row_page(f.version)
-    need((kind == "bit1" or f.c == 0) and f.d == 0, f"{f.name}: header c/d not zero")
+    need((kind in ("bit1", "bit4") or f.c == 0) and f.d == 0, f"{f.name}: header c/d not zero")
     scales = None
     if kind == "bit1":
         # "1-bit codes (bit1)": N (dot, residual) f32 pairs, padding, N codes of W words.
@@ -97,6 +97,15 @@ def read_vectors(path, n, dim):
         f.expect_len(start + 8 * words * n)
         codes = f.view(start, np.uint64, n * words).reshape(n, words)
         return kind, codes, Bit1(dim, f.c, corr), f.version
+    if kind == "bit4":
+        # "4-bit codes (bit4)": N (lo, step, err, cnorm) f32 quadruples, padding, N codes
+        # of S/2 bytes.
+        b4 = Bit4(dim, f.c, f.view(64, np.float32, 4 * n).reshape(n, 4))
+        start = align_up(64 + 16 * n, page)
+        f.zeros(64 + 16 * n, start, "padding")
+        f.expect_len(start + b4.s // 2 * n)
+        codes = f.view(start, np.uint8, n * (b4.s // 2)).reshape(n, b4.s // 2)
+        return kind, codes, b4, f.version
     if kind == "int8":
         scales = f.view(64, np.float32, n)
         need(np.all(np.isfinite(scales)) and np.all(scales > 0), f"{f.name}: bad scale")
@@ -181,6 +190,61 @@ class Bit1:
         e = qd["e"]
         m = max(0.0, abs(t) - e)
         upper = dot * (t + e) + residual * np.sqrt(max(0.0, 1.0 - m * m)) + 1e-4
+        return est, upper
+
+
+class Bit4:
+    """The terms, codes and estimate of a bit4 file, from index-format.md (the rotation
+    is bit1's)."""
+
+    def __init__(self, dim, seed, terms):
+        self.rot = Bit1(dim, seed, None)
+        self.terms = terms
+        self.q = self.rot.q
+        self.s = max(128, self.q)
+        # Coordinate i of a row sits in byte (i // 128) * 64 + i % 64, high nibble iff
+        # i % 128 >= 64.
+        i = np.arange(self.s)
+        self.byte = (i // 128) * 64 + i % 64
+        self.high = (i % 128) >= 64
+
+    def unpack(self, code):
+        b = code[self.byte].astype(np.int64)
+        return np.where(self.high, b >> 4, b & 15)
+
+    def encode(self, x):
+        o = self.rot.rotate(np.asarray(x, dtype=np.float64))
+        mn, mx = o.min(), o.max()
+        mid, half = (mn + mx) / 2, (mx - mn) / 2
+        best = None
+        for f in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5):
+            lo, step = mid - f * half, 2 * f * half / 15
+            if step <= 0:
+                best = (0.0, mid, 0.0)
+                break
+            c = np.clip(np.floor((o - lo) / step + 0.5), 0, 15)
+            e2 = float(((o - (lo + step * c)) ** 2).sum())
+            if best is None or e2 < best[0]:
+                best = (e2, lo, step)
+        _, lo, step = best
+        c = np.zeros(self.q) if step <= 0 else np.clip(np.floor((o - lo) / step + 0.5), 0, 15)
+        err = np.sqrt(((o - (lo + step * c)) ** 2).sum())
+        return c.astype(np.int64), lo, step, err, np.sqrt((c * c).sum()), o
+
+    def query(self, q):
+        z = self.rot.rotate(np.asarray(q, dtype=np.float64) / np.linalg.norm(q))
+        m = np.abs(z).max()
+        delta = m / 127 if m > 0 else 1.0
+        v = np.clip(np.sign(z) * np.floor(np.abs(z) / delta + 0.5), -127, 127)
+        vs = np.zeros(self.s)
+        vs[: self.q] = v
+        return dict(v=vs.astype(np.int64), delta=delta, sum=z.sum(), norm=np.linalg.norm(z),
+                    err=np.linalg.norm(z - delta * v))
+
+    def score(self, qd, codes, row):
+        lo, step, err, cnorm = (float(t) for t in self.terms[row])
+        est = lo * qd["sum"] + step * qd["delta"] * float(self.unpack(codes[row]) @ qd["v"])
+        upper = est + (err * qd["norm"] + step * cnorm * qd["err"]) * (1 + 1e-5) + 1e-4
         return est, upper
 
 
@@ -354,9 +418,11 @@ class Index:
             compact = None
             if a["compact"]:
                 ckind, codes, scales, cver = read_vectors(self.path(a["compact"]), n, a["dim"])
-                need(ckind in ("f16", "int8", "bit1"), f"{a['compact']}: compact copy is {ckind}")
+                need(ckind in ("f16", "int8", "bit1", "bit4"), f"{a['compact']}: compact copy is {ckind}")
                 if ckind == "bit1":
                     check_bit1(a, vec, codes, scales)
+                if ckind == "bit4":
+                    check_bit4(a, vec, codes, scales)
                 need(ckind == m["params"]["compact"], "compact kind disagrees with params")
                 compact = (ckind, codes, scales, cver)
             graph = Graph(self.path(a["graph"]), n)
@@ -382,7 +448,7 @@ class Index:
         # final beam, as the document says ("compact only guides the graph walk").
         if use_compact and a["compact"]:
             kind, codes, scales, _ = a["compact"]
-            if kind == "bit1":
+            if kind in ("bit1", "bit4"):
                 qd = scales.query(q)
                 score = lambda r: scales.score(qd, codes, r)[0]
             elif kind == "int8":
@@ -454,6 +520,31 @@ def check_bit1(a, vec, codes, b):
              f"attribute {a['name']!r}: {a['compact']} row {row} corrections disagree with the f32 rows")
 
 
+def check_bit4(a, vec, codes, b):
+    """Every row's terms and codes, recomputed from its f32 row, match the file (verify
+    check (d)); this reader rotates in f64, so it allows codes one step off within 1e-2
+    steps of a rounding boundary and terms within 1e-4."""
+    t = b.terms
+    need(np.all(np.isfinite(t)) and np.all(t[:, 1] >= 0) and np.all(t[:, 3] >= 0)
+         and np.all((t[:, 2] >= 0) & (t[:, 2] <= 1.0001)), f"{a['compact']}: bit4 terms out of range")
+    for row in range(vec.shape[0]):
+        c, lo, step, err, cnorm, o = b.encode(vec[row])
+        want = np.zeros(b.s, dtype=np.int64)
+        want[: b.q] = c
+        got = b.unpack(codes[row])
+        off = np.nonzero(got != want)[0]
+        if len(off):
+            at = np.zeros(b.s)
+            if step > 0:
+                at[: b.q] = (o - lo) / step
+            edge = np.abs(at - np.floor(at) - 0.5) < 1e-2
+            need(np.all(edge[off] & (np.abs(got[off] - want[off]) == 1)),
+                 f"attribute {a['name']!r}: {a['compact']} row {row} code disagrees with the f32 rows")
+        for s, w in zip(t[row], (lo, step, err, cnorm)):
+            need(abs(float(s) - w) <= 1e-4 * max(1.0, abs(w)),
+                 f"attribute {a['name']!r}: {a['compact']} row {row} terms disagree with the f32 rows")
+
+
 def summary(ix, crcs):
     m = ix.m
     print(f"index {ix.dir}: format_version {m['format_version']}, generation {m['generation']}")
@@ -506,7 +597,7 @@ def main():
             attr, row, qrow = args.estimate[0], int(args.estimate[1]), int(args.estimate[2])
             need(attr in ix.attrs, f"no attribute {attr!r}")
             a = ix.attrs[attr]
-            need(a["compact"] and a["compact"][0] == "bit1", f"{attr}: no bit1 copy")
+            need(a["compact"] and a["compact"][0] in ("bit1", "bit4"), f"{attr}: no bit1 or bit4 copy")
             need(0 <= row < ix.n and 0 <= qrow < ix.n, "row out of range")
             _, codes, b, _ = a["compact"]
             q = np.asarray(a["vec"][qrow], dtype=np.float64)

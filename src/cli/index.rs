@@ -125,7 +125,7 @@ pub struct GraphArgs {
     /// Candidate list size while inserting.
     #[arg(long, default_value_t = 200, value_parser = super::args::positive_usize, allow_negative_numbers = true)]
     ef_construction: usize,
-    /// Compact copy for the graph walk: none, f16, int8 or bit1 (1-bit codes).
+    /// Compact copy for the graph walk: none, f16, int8, bit1 (1-bit codes) or bit4 (4-bit codes).
     #[arg(long, default_value = "int8")]
     compact: CompactKind,
 }

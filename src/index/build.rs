@@ -650,6 +650,7 @@ fn attribute_entry(
             CompactKind::F16 => Some(file_name(gen, &format!("a{ai}.f16.vec"))),
             CompactKind::Int8 => Some(file_name(gen, &format!("a{ai}.int8.vec"))),
             CompactKind::Bit1 => Some(file_name(gen, &format!("a{ai}.bit1.vec"))),
+            CompactKind::Bit4 => Some(file_name(gen, &format!("a{ai}.bit4.vec"))),
         },
         graph: file_name(gen, &format!("a{ai}.graph")),
     }

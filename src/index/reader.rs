@@ -11,6 +11,7 @@ use super::disk::format::{crc32, Dtype};
 use super::disk::manifest::{AttributeEntry, Manifest, MANIFEST_FILE};
 use super::disk::store::{IdTable, LabelTable, Tombstones, VectorFile};
 use super::hnsw::bits::{self, Correction, QueryBits, Rotation};
+use super::hnsw::bits4::{self, QueryNibbles, Terms};
 use super::hnsw::distance::{
     self, dot_f16, dot_f32, dot_i16_i8, prefetch, QueryI16, PREFETCH_COMPACT_LINES,
     PREFETCH_F32_LINES,
@@ -299,7 +300,7 @@ impl Index {
             }
             let rotation = compact
                 .as_ref()
-                .filter(|c| c.dtype == Dtype::Bit1)
+                .filter(|c| matches!(c.dtype, Dtype::Bit1 | Dtype::Bit4))
                 .map(|c| Rotation::new(c.dim, c.seed));
             attrs.push(AttributeData {
                 entry: entry.clone(),
@@ -521,6 +522,21 @@ impl Index {
                             Bound::Bit1(corr, qb),
                         )
                     }
+                    Dtype::Bit4 => {
+                        let (terms, codes) = c.bit4_rows()?;
+                        let rot = a.rotation.as_ref().expect("made on open for bit4");
+                        let qn = QueryNibbles::new(rot, &q, dim);
+                        let s = Bit4Scorer {
+                            terms,
+                            codes,
+                            bytes: bits4::code_bytes(dim),
+                            q: &qn,
+                        };
+                        (
+                            graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
+                            Bound::Bit4(terms, qn),
+                        )
+                    }
                     _ => {
                         let (scales, codes) = c.int8_rows()?;
                         let q16 = QueryI16::new(&q);
@@ -553,6 +569,9 @@ impl Index {
                     Bound::Bit1(corr, qb) => corr
                         .get(n as usize)
                         .map_or(f32::INFINITY, |c| qb.upper_bound(approx, *c)),
+                    Bound::Bit4(terms, qn) => terms
+                        .get(n as usize)
+                        .map_or(f32::INFINITY, |t| qn.upper_bound(approx, *t)),
                 };
                 // Re-score exactly from the f32 rows, best compact score first, skipping
                 // every candidate whose bound cannot reach the k-th best exact score so
@@ -683,7 +702,10 @@ impl Index {
             if let Some(c) = &a.compact {
                 note(c.check());
                 if let Some(rot) = &a.rotation {
-                    note(check_bit1_codes(&a.entry.name, &a.vectors, c, rot));
+                    note(match c.dtype {
+                        Dtype::Bit4 => check_bit4_codes(&a.entry.name, &a.vectors, c, rot),
+                        _ => check_bit1_codes(&a.entry.name, &a.vectors, c, rot),
+                    });
                 }
             }
         }
@@ -798,6 +820,63 @@ fn check_bit1_codes(
     Ok(())
 }
 
+/// A bit4 copy agrees with its f32 rows: every row's terms, recomputed with the file's
+/// rotation, equal the stored ones within 1e-5 (relative to the larger of 1 and the
+/// term for `cnorm`), and every code equals the recomputed one, except by one step where
+/// the rotated coordinate lies within 1e-3 steps of a rounding boundary.
+fn check_bit4_codes(
+    attr: &str,
+    vectors: &VectorFile,
+    compact: &VectorFile,
+    rot: &Rotation,
+) -> Result<()> {
+    let (terms, codes) = compact.bit4_rows()?;
+    let dim = vectors.dim;
+    let bytes = bits4::code_bytes(dim);
+    let mut code = vec![0u8; bytes];
+    let mut rotated = Vec::new();
+    let fail = |row: usize, what: String| {
+        Err(Error::corrupted(
+            compact.path(),
+            format!(
+                "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
+                vectors.path().display()
+            ),
+        ))
+    };
+    let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
+    for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
+        let want = bits4::encode_row(rot, x, &mut code, &mut rotated);
+        let got = terms[row];
+        if !(near(got.lo, want.lo)
+            && near(got.step, want.step)
+            && near(got.err, want.err)
+            && near(got.cnorm, want.cnorm))
+        {
+            return fail(
+                row,
+                format!(
+                    "has bit4 terms lo {} step {} err {} cnorm {} (recomputed: {} {} {} {})",
+                    got.lo, got.step, got.err, got.cnorm, want.lo, want.step, want.err, want.cnorm
+                ),
+            );
+        }
+        let stored = &codes[row * bytes..(row + 1) * bytes];
+        for i in 0..bits4::coded_dim(dim) {
+            let (a, b) = (bits4::nibble(&code, i), bits4::nibble(stored, i));
+            if a == b {
+                continue;
+            }
+            let at = rotated.get(i).map_or(0.0, |&y| (y - want.lo) / want.step);
+            let boundary = (at - at.floor() - 0.5).abs() < 1e-3;
+            if !(boundary && a.abs_diff(b) == 1) {
+                return fail(row, format!("has code {b} at rotated coordinate {i}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 struct F32Scorer<'a> {
     rows: &'a [f32],
     dim: usize,
@@ -847,6 +926,34 @@ enum Bound<'a> {
     F16,
     Int8(&'a [f32]),
     Bit1(&'a [Correction], QueryBits),
+    Bit4(&'a [Terms], QueryNibbles),
+}
+
+struct Bit4Scorer<'a> {
+    terms: &'a [Terms],
+    codes: &'a [u8],
+    bytes: usize,
+    q: &'a QueryNibbles,
+}
+impl Scorer for Bit4Scorer<'_> {
+    #[inline]
+    fn score(&self, n: u32) -> f32 {
+        let at = n as usize * self.bytes;
+        match (
+            self.codes.get(at..at + self.bytes),
+            self.terms.get(n as usize),
+        ) {
+            (Some(code), Some(&t)) => self.q.estimate(code, t),
+            _ => f32::NEG_INFINITY,
+        }
+    }
+    #[inline]
+    fn prefetch(&self, n: u32) {
+        let at = n as usize * self.bytes;
+        if let Some(r) = self.codes.get(at..at + self.bytes) {
+            prefetch(r, PREFETCH_COMPACT_LINES);
+        }
+    }
 }
 
 struct Bit1Scorer<'a> {

@@ -45,6 +45,8 @@ pub enum Dtype {
     Int8 = 2,
     /// 1-bit codes of the rotated rows with two f32 correction terms per row.
     Bit1 = 3,
+    /// 4-bit codes of the rotated rows with four f32 terms per row.
+    Bit4 = 4,
 }
 
 /// Maps a whole file read-only (through [`crate::fsio`], the crate's one map).
@@ -167,6 +169,7 @@ impl VectorHeader {
             1 => Dtype::F16,
             2 => Dtype::Int8,
             3 => Dtype::Bit1,
+            4 => Dtype::Bit4,
             code => {
                 return Err(Error::corrupted(
                     path,

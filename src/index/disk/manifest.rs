@@ -35,6 +35,8 @@ pub enum CompactKind {
     /// 1-bit codes of the rotated rows with two correction terms per row (RaBitQ-style;
     /// `P / 8 + 8` bytes per row, P the dimension rounded up to a power of two).
     Bit1,
+    /// 4-bit codes of the rotated rows with four f32 terms per row.
+    Bit4,
 }
 
 impl CompactKind {
@@ -45,6 +47,7 @@ impl CompactKind {
             CompactKind::F16 => Dtype::F16,
             CompactKind::Int8 => Dtype::Int8,
             CompactKind::Bit1 => Dtype::Bit1,
+            CompactKind::Bit4 => Dtype::Bit4,
         }
     }
 }
@@ -57,8 +60,9 @@ impl std::str::FromStr for CompactKind {
             "f16" => Ok(CompactKind::F16),
             "int8" => Ok(CompactKind::Int8),
             "bit1" => Ok(CompactKind::Bit1),
+            "bit4" => Ok(CompactKind::Bit4),
             _ => Err(format!(
-                "unknown compact kind {s:?} (none, f16, int8, bit1)"
+                "unknown compact kind {s:?} (none, f16, int8, bit1, bit4)"
             )),
         }
     }

@@ -16,7 +16,7 @@ use super::format::{
 };
 use crate::catalog::ValueId;
 use crate::error::{Error, Result};
-use crate::index::hnsw::bits;
+use crate::index::hnsw::{bits, bits4};
 
 /// Value stored in a label file for "no label".
 pub const NO_LABEL: ValueId = ValueId::MAX;
@@ -65,6 +65,10 @@ impl VectorFile {
             Dtype::Bit1 => (
                 align_up(add(HEADER_LEN as u64, mul(count, 8, path)?, path)?, align),
                 mul(count, bits::code_words(dim as usize) as u64 * 8, path)?,
+            ),
+            Dtype::Bit4 => (
+                align_up(add(HEADER_LEN as u64, mul(count, 16, path)?, path)?, align),
+                mul(count, bits4::code_bytes(dim as usize) as u64, path)?,
             ),
         };
         check_len(
@@ -136,6 +140,7 @@ impl VectorFile {
         let pad_from = match self.dtype {
             Dtype::Int8 => HEADER_LEN + 4 * self.count,
             Dtype::Bit1 => HEADER_LEN + 8 * self.count,
+            Dtype::Bit4 => HEADER_LEN + 16 * self.count,
             _ => HEADER_LEN,
         };
         if self.map[pad_from..self.rows_at as usize]
@@ -197,6 +202,23 @@ impl VectorFile {
                     ));
                 }
             }
+            Dtype::Bit4 => {
+                let (terms, _) = self.bit4_rows()?;
+                let bad = |t: &bits4::Terms| {
+                    !(t.lo.is_finite()
+                        && t.step.is_finite()
+                        && t.step >= 0.0
+                        && (0.0..=1.0001).contains(&t.err)
+                        && t.cnorm.is_finite()
+                        && t.cnorm >= 0.0)
+                };
+                if let Some(r) = terms.iter().position(bad) {
+                    return Err(Error::corrupted(
+                        &self.path,
+                        format!("row {r} has bit4 terms {:?} out of range", terms[r]),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -219,6 +241,25 @@ impl VectorFile {
             &self.path,
         )?;
         Ok((bytemuck::cast_slice(corr), codes))
+    }
+
+    /// Per-row terms and the packed 4-bit codes (`code_bytes(dim)` per row), only for
+    /// `Dtype::Bit4`.
+    pub fn bit4_rows(&self) -> Result<(&[bits4::Terms], &[u8])> {
+        self.expect(Dtype::Bit4)?;
+        let terms: &[f32] = cast(
+            &self.map,
+            HEADER_LEN as u64,
+            self.count as u64 * 4,
+            &self.path,
+        )?;
+        let codes = cast(
+            &self.map,
+            self.rows_at,
+            (self.count * bits4::code_bytes(self.dim)) as u64,
+            &self.path,
+        )?;
+        Ok((bytemuck::cast_slice(terms), codes))
     }
 
     /// All f16 rows as raw bits (only for `Dtype::F16`).
@@ -306,6 +347,9 @@ pub fn write_compact(path: &Path, dim: usize, parts: &[&[f32]], dtype: Dtype) ->
     if dtype == Dtype::Bit1 {
         return write_bit1(w, dim, count, rows, bits::DEFAULT_SEED);
     }
+    if dtype == Dtype::Bit4 {
+        return write_bit4(w, dim, count, rows, bits::DEFAULT_SEED);
+    }
     w.write(&VectorHeader::new(dtype, count as u64, dim as u64).to_bytes())?;
     let mut buf16: Vec<u16> = Vec::with_capacity(dim);
     let mut buf8: Vec<i8> = Vec::with_capacity(dim);
@@ -360,6 +404,39 @@ where
     w.write(bytemuck::cast_slice(&corr))?;
     w.pad_to(VECTOR_ROWS_ALIGN)?;
     w.write(bytemuck::cast_slice(&codes))?;
+    w.finish()
+}
+
+/// The bit4 layout: header (seed in field `c`), `count` terms, zero padding to the row
+/// alignment, `count` packed codes.
+fn write_bit4<'a, I>(
+    mut w: CrcWriter,
+    dim: usize,
+    count: usize,
+    rows: impl Fn() -> I,
+    seed: u64,
+) -> Result<FileEntry>
+where
+    I: Iterator<Item = &'a [f32]>,
+{
+    use rayon::prelude::*;
+    let mut h = VectorHeader::new(Dtype::Bit4, count as u64, dim as u64);
+    h.seed = seed;
+    w.write(&h.to_bytes())?;
+    let rot = bits::Rotation::new(dim, seed);
+    let bytes = bits4::code_bytes(dim);
+    let rows: Vec<&[f32]> = rows().collect();
+    let mut codes = vec![0u8; count * bytes];
+    let terms: Vec<bits4::Terms> = rows
+        .par_iter()
+        .zip(codes.par_chunks_mut(bytes))
+        .map_init(Vec::new, |scratch, (row, code)| {
+            bits4::encode_row(&rot, row, code, scratch)
+        })
+        .collect();
+    w.write(bytemuck::cast_slice(&terms))?;
+    w.pad_to(VECTOR_ROWS_ALIGN)?;
+    w.write(&codes)?;
     w.finish()
 }
 

@@ -4,6 +4,7 @@
 //! and brute-force top-k, the ground truth ([`exact`]).
 
 pub mod bits;
+pub mod bits4;
 pub mod builder;
 pub mod distance;
 pub mod exact;
