@@ -166,7 +166,7 @@ mod tests {
         let mut t = ItemTable::new(
             Path::new("m.csv"),
             CatalogFormat::Csv,
-            Path::new("/root"),
+            Path::new("/catalog-root"),
             schema(2),
         );
         for (id, image) in [("a", "img/a.png"), ("", ""), ("ü-2", "/abs/ü.jpg")] {
@@ -177,7 +177,7 @@ mod tests {
         assert_eq!((t.id(0), t.image(0)), ("a", Path::new("img/a.png")));
         assert_eq!((t.id(1), t.image(1)), ("", Path::new("")));
         assert_eq!((t.id(2), t.image(2)), ("ü-2", Path::new("/abs/ü.jpg")));
-        assert_eq!(t.image_path(0), Path::new("/root/img/a.png"));
+        assert_eq!(t.image_path(0), Path::new("/catalog-root/img/a.png"));
         assert_eq!(t.image_path(2), Path::new("/abs/ü.jpg"));
         assert_eq!((t.labels.get(2, 1), t.labels.get(2, 0)), (Some(1), None));
         let items = t.items();
