@@ -270,7 +270,7 @@ def main():
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--efs", default="10,16,20,24,32,40,48,64,80,96,128,160,200,256,320,400,512")
+    p.add_argument("--efs", default="10,16,20,24,32,40,48,64,80,96,128,160,200,256,320,400,512,640,800,1024")
     p.add_argument("--systems", default="hnswlib,faiss,usearch")
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--batch", action="store_true", help="also faiss's batch search")

@@ -1012,6 +1012,20 @@ fn batch_search_equals_single_queries() {
             }
             let rows = ix.search_rows_batch("shape", &qs, &opts).unwrap();
             assert_eq!(rows[3], ix.search_rows("shape", qs[3], &opts).unwrap());
+            // The counted variant: same hits; a compact walk re-scores between k (the
+            // first k candidates always) and ef rows, an f32 walk none.
+            for q in &qs[..8] {
+                let (hits, rescored) = ix.search_rows_counted("shape", q, &opts).unwrap();
+                assert_eq!(hits, ix.search_rows("shape", q, &opts).unwrap());
+                if compact == CompactKind::None {
+                    assert_eq!(rescored, 0);
+                } else {
+                    assert!(
+                        (hits.len()..=40).contains(&rescored),
+                        "{compact:?}: {rescored}"
+                    );
+                }
+            }
         }
         let mut bad = qs.clone();
         let short = [1.0f32; 3];

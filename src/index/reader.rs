@@ -459,6 +459,18 @@ impl Index {
         query: &[f32],
         opts: &SearchOptions,
     ) -> Result<Vec<(f32, usize)>> {
+        Ok(self.search_rows_counted(attr, query, opts)?.0)
+    }
+
+    /// [`Index::search_rows`] and how many f32 rows its re-scoring read (0 for an f32
+    /// walk, whose walk scores are exact): what a compact walk's bound leaves to re-score,
+    /// for benches and tuning.
+    pub fn search_rows_counted(
+        &self,
+        attr: &str,
+        query: &[f32],
+        opts: &SearchOptions,
+    ) -> Result<(Vec<(f32, usize)>, usize)> {
         let a = self.attr(attr)?;
         let q = self.prepare_query(attr, query)?;
         let opts = &SearchOptions {
@@ -612,9 +624,10 @@ impl Index {
                 out
             }
         };
+        let rescored = if compact.is_some() { found.len() } else { 0 };
         found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         found.truncate(opts.k);
-        Ok(found)
+        Ok((found, rescored))
     }
 
     /// Many queries in one call: [`Index::search_rows`] for each query, spread over the
