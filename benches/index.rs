@@ -411,16 +411,16 @@ fn resident_by_file(dir: &Path) -> Vec<(String, u64)> {
     out
 }
 
+/// The kB figure of line `key` ("VmRSS:", "MemTotal:") in a /proc file.
+fn proc_kb(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// This process's resident memory (VmRSS), bytes.
 fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    proc_kb("/proc/self/status", "VmRSS:").map_or(0, |kb| kb * 1024)
 }
 
 /// Drops the (clean, fsynced) files of `dir` from the page cache.
@@ -682,10 +682,10 @@ fn main() {
                 accept: None,
                 rescore: None,
             };
-            // Warm-up: one untimed pass at ef 512 (beyond what 0.99 needs at 100k). The peers read their
-            // whole index into memory when they load it; tailor maps its files and reads a
-            // page when it is first touched, so without this pass the sweep would time page
-            // faults (the cold pass below measures those on their own).
+            // Warm-up: one untimed pass at ef 512 (beyond what R 0.99 needs at 100k). The
+            // peers read their whole index into memory when they load it; tailor maps its
+            // files and reads a page when it is first touched, so without this pass the
+            // sweep would time page faults (the cold pass below measures those apart).
             let warm_ef = 512;
             let (_, warm) = timed(THREAD, || {
                 for q in queries.chunks_exact(dim) {
@@ -1135,14 +1135,7 @@ fn load_average() -> String {
 }
 
 fn mem_total_gib() -> f64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / (1024.0 * 1024.0))
+    proc_kb("/proc/meminfo", "MemTotal:").map_or(0.0, |kb| kb as f64 / (1024.0 * 1024.0))
 }
 
 fn cpu_model() -> String {
