@@ -292,6 +292,27 @@ fn recall(found: &[Vec<usize>], gt: &[Vec<usize>]) -> f64 {
     hits as f64 / (gt.len() * K) as f64
 }
 
+/// The least any exact re-scoring can leave resident of the f32 file after the queries:
+/// the pages holding the rows of their true top-K (every exact search reads at least
+/// those rows to return their exact scores). The f32 rows start on a page boundary
+/// (index-format.md), so row `r` covers bytes `4*D*r .. 4*D*(r+1)` of the pages.
+fn rescore_floor(gt: &[Vec<usize>], dim: usize) -> String {
+    const PAGE: usize = 4096;
+    let row_bytes = 4 * dim;
+    let rows: std::collections::BTreeSet<usize> = gt.iter().flatten().copied().collect();
+    let pages: std::collections::BTreeSet<usize> = rows
+        .iter()
+        .flat_map(|&r| (r * row_bytes / PAGE)..(((r + 1) * row_bytes).div_ceil(PAGE)))
+        .collect();
+    format!(
+        "re-scoring floor: the true top-{K} of the {} queries are {} distinct rows on {} pages of the f32 file = {:.1} MB resident at the least for any walk that returns exact scores",
+        gt.len(),
+        rows.len(),
+        pages.len(),
+        (pages.len() * PAGE) as f64 / 1e6
+    )
+}
+
 #[derive(Clone, Debug)]
 struct Point {
     ef: usize,
@@ -598,6 +619,7 @@ fn main() {
             gt
         }
     };
+    println!("{}", rescore_floor(&gt, dim));
 
     let mut results: Vec<SystemResult> = Vec::new();
     let mut batch_results: Vec<SystemResult> = Vec::new();

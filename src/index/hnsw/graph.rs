@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::index::disk::format::{
     add, align_up, cast, check_len, map_file, mul, CrcWriter, FileEntry, GraphHeader, HEADER_LEN,
 };
+use crate::index::hnsw::distance::prefetch;
 
 /// Largest neighbour list accepted in a graph file (sanity bound on a header field).
 const MAX_DEGREE: u64 = 4096;
@@ -26,6 +27,8 @@ pub trait GraphRead {
     fn entry(&self) -> Result<Option<(u32, usize)>>;
     /// Neighbours of `node` at `level`; empty if the node does not reach that level.
     fn neighbours(&self, node: u32, level: usize) -> Result<&[u32]>;
+    /// Starts fetching `node`'s level-0 list before it is read (a hint: no checks).
+    fn prefetch_neighbours(&self, _node: u32) {}
 }
 
 /// Similarity of the query to stored nodes (larger is closer).
@@ -125,6 +128,14 @@ fn search_level<G: GraphRead + ?Sized, S: Scorer + ?Sized>(
                 if sim < *worst {
                     break;
                 }
+            }
+        }
+        // The walk's one serial miss: the next node's neighbour list. Most often the
+        // next node is the best one left now, so its list loads while this node's
+        // neighbours are scored.
+        if level == 0 {
+            if let Some(&(_, next)) = candidates.peek() {
+                g.prefetch_neighbours(next);
             }
         }
         fresh.clear();
@@ -474,6 +485,15 @@ impl GraphRead for MappedGraph {
             return Err(self.corrupt(format!("upper block {index} of node {node} out of range")));
         }
         self.block(self.upper_at, index, self.m)
+    }
+
+    #[inline]
+    fn prefetch_neighbours(&self, node: u32) {
+        let words = self.m0 + 1;
+        let at = HEADER_LEN + node as usize * words * 4;
+        if let Some(block) = self.map.get(at..at + words * 4) {
+            prefetch(block, words.div_ceil(16) + 1);
+        }
     }
 }
 
