@@ -445,7 +445,6 @@ fn rss() -> u64 {
     proc_kb("/proc/self/status", "VmRSS:").map_or(0, |kb| kb * 1024)
 }
 
-/// Drops the (clean, fsynced) files of `dir` from the page cache.
 /// Reads every file of `dir` once, sequentially (the pages stay in the page cache).
 /// Returns the bytes read.
 fn read_into_page_cache(dir: &Path) -> u64 {
@@ -462,6 +461,7 @@ fn read_into_page_cache(dir: &Path) -> u64 {
     total
 }
 
+/// Drops the (clean, fsynced) files of `dir` from the page cache.
 fn evict(dir: &Path) {
     for e in std::fs::read_dir(dir).expect("index dir").flatten() {
         evict_file(&e.path());

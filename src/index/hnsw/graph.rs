@@ -489,10 +489,11 @@ impl GraphRead for MappedGraph {
 
     #[inline]
     fn prefetch_neighbours(&self, node: u32) {
-        let words = self.m0 + 1;
-        let at = HEADER_LEN + node as usize * words * 4;
-        if let Some(block) = self.map.get(at..at + words * 4) {
-            prefetch(block, words.div_ceil(16) + 1);
+        // From the start of the block's first cache line (the map is page-aligned), so
+        // a block that straddles one more line than its length suggests is fetched whole.
+        let at = HEADER_LEN + node as usize * (self.m0 + 1) * 4;
+        if let Some(lines) = self.map.get(at & !63..at + (self.m0 + 1) * 4) {
+            prefetch(lines, usize::MAX);
         }
     }
 }
