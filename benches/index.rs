@@ -17,8 +17,8 @@
 //! Run: `cargo bench --bench index -- [--items N] [--dim D] [--queries Q] [--threads T]
 //!       [--compact KIND,KIND..] [--peers faiss,hnswlib,usearch,hnsw_rs] [--no-batch]
 //!       [--rebuild] [--python PYTHON] [--dir DIR]`.
-//! `--compact` takes any kinds `CompactKind::from_str` accepts (default `int8,f16`); each
-//! gets its own index, and the first one's f32 walk is measured too. `--peers none` runs
+//! `--compact` takes any kinds `CompactKind::from_str` accepts (default `int8,f16`), and
+//! `WALK+TIER` for a walk with a re-scoring tier (`bit4+int8`); each gets its own index, and the first one's f32 walk is measured too. `--peers none` runs
 //! tailor alone. Data, ground truth and built indexes are cached under `--dir` (default
 //! the ignored `.bench-cache/index/` of the project, one folder per items x dim x queries):
 //! a rerun reuses them and reports the recorded build times (marked `cached`); `--rebuild`
@@ -56,8 +56,8 @@ struct Args {
     threads: usize,
     python: PathBuf,
     dir: PathBuf,
-    /// (label as given, kind)
-    compact: Vec<(String, CompactKind)>,
+    /// (label as given, walk kind, re-scoring tier)
+    compact: Vec<(String, CompactKind, CompactKind)>,
     peers: Vec<String>,
     batch: bool,
     rebuild: bool,
@@ -79,8 +79,8 @@ fn parse_args() -> Args {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ann/bin/python")),
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join(".bench-cache/index"),
         compact: vec![
-            ("int8".into(), CompactKind::Int8),
-            ("f16".into(), CompactKind::F16),
+            ("int8".into(), CompactKind::Int8, CompactKind::None),
+            ("f16".into(), CompactKind::F16, CompactKind::None),
         ],
         peers: ALL_PEERS.iter().map(|s| s.to_string()).collect(),
         batch: true,
@@ -107,9 +107,12 @@ fn parse_args() -> Args {
                 a.compact = list
                     .split(',')
                     .filter(|s| !s.is_empty())
-                    .map(|s| match s.parse::<CompactKind>() {
-                        Ok(k) => (s.to_string(), k),
-                        Err(e) => usage(&format!("--compact {s}: {e}")),
+                    .map(|s| {
+                        let (walk, tier) = s.split_once('+').unwrap_or((s, "none"));
+                        match (walk.parse::<CompactKind>(), tier.parse::<CompactKind>()) {
+                            (Ok(w), Ok(t)) => (s.to_string(), w, t),
+                            (Err(e), _) | (_, Err(e)) => usage(&format!("--compact {s}: {e}")),
+                        }
                     })
                     .collect();
                 if a.compact.is_empty() {
@@ -642,11 +645,14 @@ fn main() {
     let mut batch_results: Vec<SystemResult> = Vec::new();
     let mut cold_lines: Vec<String> = Vec::new();
     let ids: Vec<String> = (0..n).map(|i| format!("item{i}")).collect();
-    for (bi, (label, compact)) in args.compact.iter().enumerate() {
+    for (bi, (label, compact, tier)) in args.compact.iter().enumerate() {
         let out = data_dir.join(format!("tailor-{label}"));
         let build_json = out.join("bench-build.json");
         let cached = !args.rebuild
-            && Index::open(&out).is_ok_and(|ix| ix.manifest().params.compact == *compact);
+            && Index::open(&out).is_ok_and(|ix| {
+                let p = &ix.manifest().params;
+                (p.compact, p.rescore) == (*compact, *tier)
+            });
         let recorded = std::fs::read_to_string(&build_json)
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
@@ -671,6 +677,7 @@ fn main() {
                 };
                 let params = BuildParams {
                     compact: *compact,
+                    rescore: *tier,
                     ..BuildParams::default()
                 };
                 let (built, t) = timed(PROCESS, || {
@@ -713,6 +720,9 @@ fn main() {
             walks.clear();
         }
         let (bv, bc, bg, bo) = ix.sizes();
+        // The ef at which the compact walk reached recall 0.95 (for the pass with the f32
+        // rows on disk below).
+        let mut ef_95 = 64;
         for (name, use_compact) in walks {
             let opts = |ef| SearchOptions {
                 k: K,
@@ -761,10 +771,11 @@ fn main() {
             });
             // Memory: the mapped files this walk reads (f32 rows always, for the final
             // scores; the compact copy and graph when used), resident after the sweep.
-            let compact_file = ix.manifest().attributes[0].compact.clone();
+            let attr = &ix.manifest().attributes[0];
+            let compact_files = [attr.compact.clone(), attr.rescore.clone()];
             let mem_bytes = resident_by_file(&out)
                 .iter()
-                .filter(|(f, _)| use_compact || Some(f) != compact_file.as_ref())
+                .filter(|(f, _)| use_compact || !compact_files.contains(&Some(f.clone())))
                 .map(|x| x.1)
                 .sum();
             let res = SystemResult {
@@ -782,6 +793,7 @@ fn main() {
             };
             print_sweep(&res);
             if use_compact {
+                ef_95 = res.at(0.95).map_or(ef_95, |p| p.ef);
                 // What the bound leaves to re-score: each re-scored row is an f32 row read
                 // (4 KiB at 1024-d), the walk's cost beyond its compact copy.
                 let counts: Vec<String> = [0.95, 0.99]
@@ -880,6 +892,36 @@ fn main() {
                 total as f64 / 1e6,
                 bytes as f64 / 1e6,
                 parts.join(", "),
+            );
+            println!("{line}");
+            cold_lines.push(line);
+        }
+        // The f32 rows on disk, everything else in memory: what an index whose f32 file
+        // does not fit in RAM sees (every re-scored row a page read). The f32 file alone is
+        // evicted; the walk's files are read into the page cache first.
+        if use_compact {
+            drop(ix);
+            read_into_page_cache(&out);
+            let m = Index::open(&out).expect("open").manifest().clone();
+            evict_file(&out.join(&m.attributes[0].vectors));
+            let ix = Index::open(&out).expect("open");
+            let opts = SearchOptions { ef: ef_95, ..opts };
+            let (rescored, t) = timed(THREAD, || {
+                queries
+                    .chunks_exact(dim)
+                    .map(|q| ix.search_rows_counted("v", q, &opts).expect("search").1)
+                    .sum::<usize>()
+            });
+            let f32_resident = resident_by_file(&out)
+                .into_iter()
+                .find(|(f, _)| *f == m.attributes[0].vectors)
+                .map_or(0, |x| x.1);
+            let line = format!(
+                "tailor {label} walk ef {ef_95} (its R@10 0.95), f32 rows on disk (only the f32 file evicted, the rest in the page cache): {:.0} q/s wall, {:.0} q/CPU-s; {:.1} f32 rows re-scored per query; f32 file resident after the pass {:.1} MB",
+                nq as f64 / t.wall,
+                nq as f64 / t.cpu,
+                rescored as f64 / nq as f64,
+                f32_resident as f64 / 1e6,
             );
             println!("{line}");
             cold_lines.push(line);

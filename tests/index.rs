@@ -66,6 +66,11 @@ const DB: usize = 12;
 
 /// Two attributes, labels (category = i % 3, color = i % 2 except every 7th unlabelled).
 fn build_fixture(n: usize, compact: CompactKind) -> Fixture {
+    build_tiered_fixture(n, compact, CompactKind::None)
+}
+
+/// [`build_fixture`] with a re-scoring tier.
+fn build_tiered_fixture(n: usize, compact: CompactKind, rescore: CompactKind) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ix");
     let a = mixture(n, DA, 12, 1);
@@ -99,6 +104,7 @@ fn build_fixture(n: usize, compact: CompactKind) -> Fixture {
         m: 12,
         ef_construction: 100,
         compact,
+        rescore,
         seed: 0,
     };
     let s = index::build(&path, &input, &params, ProgressMode::Quiet).unwrap();
@@ -211,14 +217,16 @@ const BIT1_EF_HIGH: usize = 256;
 fn hnsw_recall_on_clustered_data() {
     // Held-out queries from the fixture's mixture (same seed: the stream continues).
     let queries = mixture(4200, DA, 12, 1)[4000 * DA..].to_vec();
-    for compact in [
-        CompactKind::None,
-        CompactKind::Int8,
-        CompactKind::F16,
-        CompactKind::Bit1,
-        CompactKind::Bit4,
+    let none = CompactKind::None;
+    for (compact, tier) in [
+        (none, none),
+        (CompactKind::Int8, none),
+        (CompactKind::F16, none),
+        (CompactKind::Bit1, none),
+        (CompactKind::Bit4, none),
+        (CompactKind::Bit4, CompactKind::Int8),
     ] {
-        let f = build_fixture(4000, compact);
+        let f = build_tiered_fixture(4000, compact, tier);
         let ix = Index::open(&f.path).unwrap();
         // 1-bit codes of 24-d rows (64 rotated coordinates) steer the walk coarsely;
         // its candidate list must be longer for the same recall (the re-scoring is
@@ -241,10 +249,10 @@ fn hnsw_recall_on_clustered_data() {
                 hits += exact.iter().filter(|h| approx.contains(&h.row)).count();
             }
             let recall = hits as f64 / 2000.0;
-            eprintln!("recall@10 {compact:?} ef {ef}: {recall:.4}");
+            eprintln!("recall@10 {compact:?} (tier {tier:?}) ef {ef}: {recall:.4}");
             assert!(
                 recall >= floor,
-                "{compact:?} ef {ef}: recall@10 {recall} < {floor}"
+                "{compact:?} (tier {tier:?}) ef {ef}: recall@10 {recall} < {floor}"
             );
         }
     }
@@ -828,50 +836,18 @@ fn bit1_verify_and_bad_queries() {
     assert!(err.to_string().contains("non-finite"), "{err}");
     assert!(ix.search("shape", &[0.0; DA], 5, 10).is_err());
     drop(ix);
-    let work = tempfile::tempdir().unwrap();
     // Layout (index-format.md): 64-byte header, 300 x 8 bytes of corrections, rows at
     // 4096; 24-d rows are rotated in 64 coordinates, one u64 word per row.
-    type Damage<'a> = &'a dyn Fn(&mut Vec<u8>);
-    let cases: [(&str, usize, Damage); 3] = [
-        ("code bit", 17, &|b| b[4096 + 17 * 8] ^= 0x10),
-        ("texture code bit", 0, &|b| b[4096 + 7] ^= 0x80),
-        ("correction", 9, &|b| {
+    let cases: [DamageCase; 3] = [
+        ("code bit", 0, 17, &|b| b[4096 + 17 * 8] ^= 0x10),
+        ("texture code bit", 1, 0, &|b| b[4096 + 7] ^= 0x80),
+        ("correction", 0, 9, &|b| {
             let at = 64 + 9 * 8;
             let v = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
             b[at..at + 4].copy_from_slice(&(v * 0.9).to_le_bytes());
         }),
     ];
-    for (i, (what, row, damage)) in cases.iter().enumerate() {
-        let d = work.path().join(format!("{i}"));
-        copy_dir(&f.path, &d);
-        let suffix = if what.starts_with("texture") {
-            ".a1.bit1.vec"
-        } else {
-            ".a0.bit1.vec"
-        };
-        let p = file_named(&d, suffix);
-        let mut bytes = std::fs::read(&p).unwrap();
-        damage(&mut bytes);
-        std::fs::write(&p, &bytes).unwrap();
-        fix_checksum(&d, &p);
-        let report = Index::open(&d).unwrap().verify().unwrap();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        let attr = if what.starts_with("texture") {
-            "\"texture\""
-        } else {
-            "\"shape\""
-        };
-        let row = format!("row {row} ");
-        assert!(
-            !report.ok
-                && report
-                    .problems
-                    .iter()
-                    .any(|pr| pr.contains(&name) && pr.contains(attr) && pr.contains(&row)),
-            "{what}: {:?}",
-            report.problems
-        );
-    }
+    assert_verify_names_damaged_rows(&f.path, "bit1", &cases);
 }
 
 /// A bit4 copy that disagrees with its f32 rows (a changed code, a changed term),
@@ -897,40 +873,41 @@ fn bit4_verify_and_bad_queries() {
     assert!(err.to_string().contains("non-finite"), "{err}");
     assert!(ix.search("shape", &[0.0; DA], 5, 10).is_err());
     drop(ix);
-    let work = tempfile::tempdir().unwrap();
     // Layout (index-format.md): 64-byte header, 300 x 16 bytes of terms (lo, step,
     // err, cnorm), rows at 8192; 24-d and 12-d rows are coded in 128 coordinates, 64
     // bytes per row. A code byte's two nibbles both move by 8: never a boundary case.
-    type Damage<'a> = &'a dyn Fn(&mut Vec<u8>);
-    let cases: [(&str, usize, Damage); 3] = [
-        ("code", 17, &|b| b[8192 + 17 * 64 + 3] ^= 0x88),
-        ("texture code", 0, &|b| b[8192 + 5] ^= 0x88),
-        ("term", 9, &|b| {
+    let cases: [DamageCase; 3] = [
+        ("code", 0, 17, &|b| b[8192 + 17 * 64 + 3] ^= 0x88),
+        ("texture code", 1, 0, &|b| b[8192 + 5] ^= 0x88),
+        ("term", 0, 9, &|b| {
             let at = 64 + 9 * 16 + 8;
             let v = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
             b[at..at + 4].copy_from_slice(&(v * 0.9 + 1e-3).to_le_bytes());
         }),
     ];
-    for (i, (what, row, damage)) in cases.iter().enumerate() {
+    assert_verify_names_damaged_rows(&f.path, "bit4", &cases);
+}
+
+/// Damage to one compact file behind a valid checksum: (what, attribute number, row,
+/// the change to the file's bytes).
+type DamageCase<'a> = (&'a str, usize, usize, &'a dyn Fn(&mut Vec<u8>));
+
+/// For each case, a copy of the fixture at `fixture` whose `.a{attr}.{kind}.vec` file is
+/// damaged (checksum fixed) fails verify with a problem naming the file, the attribute
+/// and the row.
+fn assert_verify_names_damaged_rows(fixture: &Path, kind: &str, cases: &[DamageCase]) {
+    let work = tempfile::tempdir().unwrap();
+    for (i, (what, attr, row, damage)) in cases.iter().enumerate() {
         let d = work.path().join(format!("{i}"));
-        copy_dir(&f.path, &d);
-        let suffix = if what.starts_with("texture") {
-            ".a1.bit4.vec"
-        } else {
-            ".a0.bit4.vec"
-        };
-        let p = file_named(&d, suffix);
+        copy_dir(fixture, &d);
+        let p = file_named(&d, &format!(".a{attr}.{kind}.vec"));
         let mut bytes = std::fs::read(&p).unwrap();
         damage(&mut bytes);
         std::fs::write(&p, &bytes).unwrap();
         fix_checksum(&d, &p);
         let report = Index::open(&d).unwrap().verify().unwrap();
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        let attr = if what.starts_with("texture") {
-            "\"texture\""
-        } else {
-            "\"shape\""
-        };
+        let attr = ["\"shape\"", "\"texture\""][*attr];
         let row = format!("row {row} ");
         assert!(
             !report.ok
@@ -958,8 +935,20 @@ fn bit4_rescoring_is_exact() {
     rescoring_is_exact(CompactKind::Bit4);
 }
 
+/// The same for bit4 and bit1 walks with an int8 re-scoring tier.
+#[test]
+fn tiered_rescoring_is_exact() {
+    for walk in [CompactKind::Bit4, CompactKind::Bit1] {
+        let f = build_tiered_fixture(600, walk, CompactKind::Int8);
+        rescoring_is_exact_on(&f);
+    }
+}
+
 fn rescoring_is_exact(kind: CompactKind) {
-    let f = build_fixture(600, kind);
+    rescoring_is_exact_on(&build_fixture(600, kind));
+}
+
+fn rescoring_is_exact_on(f: &Fixture) {
     let ix = Index::open(&f.path).unwrap();
     for r in [0usize, 5, 99, 431] {
         let q = &f.a[r * DA..(r + 1) * DA];
@@ -1040,11 +1029,7 @@ fn batch_search_equals_single_queries() {
 #[test]
 fn manifest_metric_and_compact_kind_are_checked_on_open() {
     let f = build_fixture(60, CompactKind::Int8);
-    let work = tempfile::tempdir().unwrap();
-    let m0: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(f.path.join("manifest.json")).unwrap()).unwrap();
-    type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit, &str); 3] = [
+    let cases: [ManifestEdit; 3] = [
         (
             "metric",
             |m| m["metric"] = "l2".into(),
@@ -1061,15 +1046,133 @@ fn manifest_metric_and_compact_kind_are_checked_on_open() {
             "compact copy does not match",
         ),
     ];
-    for (label, edit, want) in cases {
+    assert_manifest_edits_refused(&f.path, &cases);
+}
+
+type ManifestEdit<'a> = (&'a str, fn(&mut serde_json::Value), &'a str);
+
+/// For each (label, edit, message): a copy of the fixture at `fixture` with its manifest
+/// edited fails to open with an error containing the message.
+fn assert_manifest_edits_refused(fixture: &Path, edits: &[ManifestEdit]) {
+    let work = tempfile::tempdir().unwrap();
+    let m0: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).unwrap()).unwrap();
+    for (label, edit, want) in edits {
         let d = work.path().join(label);
-        copy_dir(&f.path, &d);
+        copy_dir(fixture, &d);
         let mut m = m0.clone();
         edit(&mut m);
         std::fs::write(d.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
         let err = Index::open(&d).err().expect(label).to_string();
         assert!(err.contains(want), "{label}: {err}");
     }
+}
+
+/// The int8 tier changes which f32 rows are read, never the results: the same index with
+/// its tier dropped from the manifest (same graph, same bit4 walk) returns the same hits
+/// and scores for every query and ef, while the tier leaves fewer f32 rows to read.
+#[test]
+fn int8_tier_keeps_results_and_reads_fewer_f32_rows() {
+    let f = build_tiered_fixture(2000, CompactKind::Bit4, CompactKind::Int8);
+    let work = tempfile::tempdir().unwrap();
+    let bare_dir = work.path().join("bare");
+    copy_dir(&f.path, &bare_dir);
+    let mpath = bare_dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    assert_eq!(m["params"]["rescore"], "int8");
+    m["params"].as_object_mut().unwrap().remove("rescore");
+    for a in m["attributes"].as_array_mut().unwrap() {
+        assert!(a["rescore"].as_str().unwrap().ends_with(".int8.vec"));
+        a.as_object_mut().unwrap().remove("rescore");
+    }
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let tiered = Index::open(&f.path).unwrap();
+    let bare = Index::open(&bare_dir).unwrap();
+    assert!(tiered.verify().unwrap().ok);
+    let queries = mixture(2100, DA, 12, 1)[2000 * DA..].to_vec();
+    let (mut with, mut without) = (0, 0);
+    for ef in [10, 20, 40, 100] {
+        for k in [1, 10] {
+            let opts = index::SearchOptions::new(k, ef);
+            for q in queries.chunks_exact(DA) {
+                let (a, na) = tiered.search_rows_counted("shape", q, &opts).unwrap();
+                let (b, nb) = bare.search_rows_counted("shape", q, &opts).unwrap();
+                assert_eq!(a, b, "k {k} ef {ef}");
+                assert!(na >= a.len());
+                with += na;
+                without += nb;
+            }
+        }
+    }
+    eprintln!("f32 rows re-scored: {with} with the int8 tier, {without} without");
+    assert!(with < without, "{with} >= {without}");
+}
+
+/// An int8 tier that disagrees with its f32 rows (a changed code, a changed scale),
+/// behind valid checksums: verify names the attribute, the file and the row. A tier the
+/// parameters do not allow, or one an attribute lacks, is refused on open and on build.
+#[test]
+fn int8_tier_verify_and_manifest_checks() {
+    let f = build_tiered_fixture(300, CompactKind::Bit4, CompactKind::Int8);
+    // Layout (index-format.md): 64-byte header, 300 f32 scales, rows of 24 codes at 4096.
+    let cases: [DamageCase; 2] = [
+        ("code", 0, 17, &|b| {
+            b[4096 + 17 * DA + 3] = b[4096 + 17 * DA + 3].wrapping_add(40)
+        }),
+        ("scale", 0, 9, &|b| {
+            let at = 64 + 9 * 4;
+            let v = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            b[at..at + 4].copy_from_slice(&(v * 1.01).to_le_bytes());
+        }),
+    ];
+    assert_verify_names_damaged_rows(&f.path, "int8", &cases);
+    let edits: [ManifestEdit; 3] = [
+        (
+            "int8-walk",
+            |m| m["params"]["compact"] = "int8".into(),
+            "params.rescore is Int8 with params.compact Int8",
+        ),
+        (
+            "lacks",
+            |m| {
+                m["attributes"][1]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("rescore");
+            },
+            "attribute \"texture\" lacks a re-scoring tier",
+        ),
+        (
+            "bit4-tier",
+            |m| m["params"]["rescore"] = "bit4".into(),
+            "params.rescore is Bit4",
+        ),
+    ];
+    assert_manifest_edits_refused(&f.path, &edits);
+    let rows = mixture(20, 8, 2, 3);
+    let input = BuildInput {
+        ids: ids(20, "x"),
+        attributes: vec![AttributeInput {
+            name: "v".into(),
+            dim: 8,
+            rows: &rows,
+        }],
+        labels: None,
+        model: None,
+    };
+    let params = BuildParams {
+        rescore: CompactKind::Int8,
+        ..BuildParams::default()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("refused");
+    let err = index::build(&dir, &input, &params, ProgressMode::Quiet).unwrap_err();
+    assert!(matches!(err, Error::Usage(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("int8 under a bit1 or bit4 walk"),
+        "{err}"
+    );
+    assert!(Index::open(&dir).is_err());
 }
 
 /// A catalog of ids and images only (no label attributes) builds an index without a
@@ -1207,6 +1310,55 @@ fn run_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// `--rescore int8` under `--compact bit4` builds the tier (info names it, verify and
+/// search work, results equal exact search with ef covering the index); a tier the walk
+/// cannot take is a usage error (exit 2, JSON error with --json), and nothing is written.
+#[test]
+fn cli_build_with_rescore_tier() {
+    let work = tempfile::tempdir().unwrap();
+    let inputs = write_inputs(work.path(), 300, 4);
+    let out = work.path().join("ix");
+    let status = build_cmd(&out, &inputs)
+        .args(["--compact", "bit4", "--rescore", "int8"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = out.to_str().unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(&["--json", "index", "info", o])).unwrap();
+    assert_eq!(
+        (info["compact"].as_str(), info["rescore"].as_str()),
+        (Some("bit4"), Some("int8"))
+    );
+    for a in info["attributes"].as_array().unwrap() {
+        assert!(a["rescore"].as_str().unwrap().ends_with(".int8.vec"), "{a}");
+    }
+    assert!(run_ok(&["index", "info", o]).contains("re-scoring tier int8"));
+    run_ok(&["index", "verify", o]);
+    let ix = Index::open(&out).unwrap();
+    let q = ix.vector("x", 11).unwrap().to_vec();
+    let rows = |h: Vec<index::Hit>| h.into_iter().map(|h| h.row).collect::<Vec<_>>();
+    assert_eq!(
+        rows(ix.search("x", &q, 5, 300).unwrap()),
+        rows(ix.search_exact("x", &q, 5).unwrap())
+    );
+    let refused = work.path().join("refused");
+    let o = build_cmd(&refused, &inputs)
+        .args(["--compact", "int8", "--rescore", "int8"])
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(err["error"]["kind"], "usage");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bit1 or bit4 walk"));
+    assert!(Index::open(&refused).is_err());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::*;
 use tailor::eval::index_source::GraphSearch;
 use tailor::eval::{evaluate_map, source, MapOptions, NeighbourSearch};
-use tailor::index::{self, CompactKind, Index};
+use tailor::index::{self, BuildParams, CompactKind, Index};
 use tailor::progress::ProgressMode;
 use tailor::query::{self, Query, Target, Weighted};
 
@@ -156,15 +156,32 @@ fn bit4_through_add_remove_compact_and_merge() {
     through_add_remove_compact_and_merge(CompactKind::Bit4);
 }
 
+/// The same for a bit4 walk with an int8 re-scoring tier: every writer keeps the tier
+/// (its codes recomputed by verify) and the search stays exact.
+#[test]
+fn bit4_with_int8_tier_through_add_remove_compact_and_merge() {
+    through_writers(&tiered_params(CompactKind::Bit4, CompactKind::Int8));
+}
+
 fn through_add_remove_compact_and_merge(coded: CompactKind) {
+    through_writers(&params(coded))
+}
+
+fn through_writers(built: &BuildParams) {
+    let coded = (built.compact, built.rescore);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ix");
-    build_with(&dir, 200, "item", 5, coded);
+    build_with_params(&dir, 200, "item", 5, built);
     add(&dir, 40, "new", 6).unwrap();
     remove(&dir, &["item3", "new7"]).unwrap();
-    let check = |d: &Path, kind: CompactKind| {
+    let check = |d: &Path, (kind, tier): (CompactKind, CompactKind)| {
         let ix = Index::open(d).unwrap();
         assert_eq!(ix.manifest().params.compact, kind);
+        assert_eq!(ix.manifest().params.rescore, tier);
+        let attrs = &ix.manifest().attributes;
+        assert!(attrs
+            .iter()
+            .all(|a| a.rescore.is_some() == (tier != CompactKind::None)));
         let report = ix.verify().unwrap();
         assert!(report.ok, "{:?}", report.problems);
         for r in [0usize, 50, 120] {
@@ -180,17 +197,17 @@ fn through_add_remove_compact_and_merge(coded: CompactKind) {
     check(&dir, coded);
     let other = tmp.path().join("other");
     build(&other, 50, "o", 9);
-    for kind in [coded, CompactKind::Int8] {
-        let out = tmp.path().join(format!("merged-{kind:?}"));
+    for kinds in [coded, (CompactKind::Int8, CompactKind::None)] {
+        let out = tmp.path().join(format!("merged-{kinds:?}"));
         index::merge(
             &out,
             &[dir.clone(), other.clone()],
-            &params(kind),
+            &tiered_params(kinds.0, kinds.1),
             ProgressMode::Quiet,
         )
         .unwrap();
         assert_eq!(Index::open(&out).unwrap().len(), 288);
-        check(&out, kind);
+        check(&out, kinds);
     }
 }
 

@@ -373,8 +373,13 @@ class Index:
         self.m, self.n, self.removed = m, m["items"], m["removed"]
         self.files = {e["name"]: e for e in m["files"]}
         named = [m["ids"], m["labels"], m["tombstones"]]
+        tier = m["params"].get("rescore", "none")
+        need(tier == "none" or (tier == "int8" and m["params"]["compact"] in ("bit1", "bit4")),
+             f"params.rescore {tier!r} with params.compact {m['params']['compact']!r}")
         for a in m["attributes"]:
-            named += [a["vectors"], a["compact"], a["graph"]]
+            named += [a["vectors"], a["compact"], a.get("rescore"), a["graph"]]
+            need(("rescore" in a) == (tier != "none"),
+                 f"attribute {a['name']!r}: a re-scoring tier iff params.rescore is int8")
         for name in filter(None, named):
             # Names are bare file names; refuse anything that could escape DIR.
             need(os.path.basename(name) == name and name not in (".", ".."), f"bad name {name!r}")
@@ -423,8 +428,17 @@ class Index:
                     check_bit1(a, vec, codes, scales)
                 if ckind == "bit4":
                     check_bit4(a, vec, codes, scales)
+                if ckind == "int8":
+                    check_int8(a, a["compact"], vec, codes, scales)
                 need(ckind == m["params"]["compact"], "compact kind disagrees with params")
                 compact = (ckind, codes, scales, cver)
+            if a.get("rescore"):
+                # The re-scoring tier: an int8 copy that only decides which f32 rows tailor
+                # reads; the results do not depend on it, so this reader checks it and
+                # otherwise leaves it alone.
+                tkind, tcodes, tscales, _ = read_vectors(self.path(a["rescore"]), n, a["dim"])
+                need(tkind == "int8", f"{a['rescore']}: re-scoring tier is {tkind}, must be int8")
+                check_int8(a, a["rescore"], vec, tcodes, tscales)
             graph = Graph(self.path(a["graph"]), n)
             self.attrs[a["name"]] = dict(dim=a["dim"], vec=vec, vec_version=ver,
                                          compact=compact, graph=graph)
@@ -520,6 +534,26 @@ def check_bit1(a, vec, codes, b):
              f"attribute {a['name']!r}: {a['compact']} row {row} corrections disagree with the f32 rows")
 
 
+def check_int8(a, name, vec, codes, scales):
+    """Every int8 row's scale and codes, recomputed from its f32 row in f32, match the file
+    (verify check (d)): scales within 1e-6 relative, codes exact except one off within
+    1e-3 of a rounding boundary."""
+    want = (np.abs(vec).max(axis=1) / np.float32(127)).astype(np.float32)
+    want[want == 0] = 1
+    bad = np.nonzero(np.abs(scales - want) > 1e-6 * np.abs(want))[0]
+    need(len(bad) == 0, f"attribute {a['name']!r}: {name} row {bad[0] if len(bad) else 0} "
+         "scale disagrees with the f32 rows")
+    at = vec / want[:, None]
+    # numpy rounds half to even; tailor (Rust's round) half away from zero: ties are
+    # boundaries either way.
+    code = np.clip(np.round(at), -127, 127).astype(np.int64)
+    off = code != codes.astype(np.int64)
+    edge = (np.abs(at - np.floor(at) - 0.5) < 1e-3) & (np.abs(code - codes.astype(np.int64)) == 1)
+    rows = np.nonzero((off & ~edge).any(axis=1))[0]
+    need(len(rows) == 0, f"attribute {a['name']!r}: {name} row {rows[0] if len(rows) else 0} "
+         "code disagrees with the f32 rows")
+
+
 def check_bit4(a, vec, codes, b):
     """Every row's terms and codes, recomputed from its f32 row, match the file (verify
     check (d)); this reader rotates in f64, so it allows codes one step off within 1e-2
@@ -555,7 +589,9 @@ def summary(ix, crcs):
         g = a["graph"]
         comp = a["compact"]
         ctext = f"{comp[0]} (v{comp[3]})" if comp else "none"
-        print(f"attribute {name}: dim {a['dim']}, f32 v{a['vec_version']}, compact {ctext}")
+        tier = ix.m["params"].get("rescore", "none")
+        print(f"attribute {name}: dim {a['dim']}, f32 v{a['vec_version']}, compact {ctext}, "
+              f"re-scoring tier {tier}")
         deg = g.level0[:, 0].mean() if ix.n else 0.0
         top = int(g.levels[g.entry]) if ix.n else -1
         print(f"  graph: M0 {g.m0}, M {g.m}, entry {g.entry if ix.n else None}, "

@@ -128,6 +128,10 @@ pub struct GraphArgs {
     /// Compact copy for the graph walk: none, f16, int8, bit1 (1-bit codes) or bit4 (4-bit codes).
     #[arg(long, default_value = "int8")]
     compact: CompactKind,
+    /// Re-scoring tier under a bit1 or bit4 walk: int8 (a quarter of the f32 rows' bytes,
+    /// read for every candidate; its bound leaves few f32 rows to read) or none.
+    #[arg(long, default_value = "none")]
+    rescore: CompactKind,
 }
 
 impl GraphArgs {
@@ -136,6 +140,7 @@ impl GraphArgs {
             m: self.m,
             ef_construction: self.ef_construction,
             compact: self.compact,
+            rescore: self.rescore,
             ..BuildParams::default()
         }
     }
@@ -352,6 +357,7 @@ struct InfoAttr {
     m0: usize,
     vectors: String,
     compact: Option<String>,
+    rescore: Option<String>,
     graph: String,
 }
 
@@ -366,6 +372,7 @@ struct Info<'a> {
     metric: &'a str,
     ef_construction: usize,
     compact: CompactKind,
+    rescore: CompactKind,
     attributes: Vec<InfoAttr>,
     label_attributes: Vec<String>,
     model: Option<&'a serde_json::Value>,
@@ -388,6 +395,7 @@ fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
             m0: gm0,
             vectors: a.vectors.clone(),
             compact: a.compact.clone(),
+            rescore: a.rescore.clone(),
             graph: a.graph.clone(),
         });
     }
@@ -402,6 +410,7 @@ fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
         metric: &m.metric,
         ef_construction: m.params.ef_construction,
         compact: m.params.compact,
+        rescore: m.params.rescore,
         attributes,
         label_attributes: ix.schema().map(|s| s.names()).unwrap_or_default(),
         model: ix.model(),
@@ -423,12 +432,19 @@ fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
         "items      {} ({} live, {} removed)",
         info.items, info.live, info.removed
     );
+    let kind =
+        |k: CompactKind| serde_json::to_value(k).map(|v| v.as_str().unwrap_or("?").to_string());
+    let tier = if info.rescore == CompactKind::None {
+        String::new()
+    } else {
+        format!(" | re-scoring tier {}", kind(info.rescore)?)
+    };
     println!(
-        "metric     {} | m {} ef_construction {} | compact {}",
+        "metric     {} | m {} ef_construction {} | compact {}{tier}",
         info.metric,
         m.params.m,
         info.ef_construction,
-        serde_json::to_value(info.compact)?.as_str().unwrap_or("?")
+        kind(info.compact)?
     );
     println!(
         "size       vectors {:.1} MB, compact {:.1} MB, graphs {:.1} MB, other {:.1} MB",
@@ -454,13 +470,16 @@ fn info(dir: &Path, out: &Output) -> anyhow::Result<ExitCode> {
     );
     for a in &info.attributes {
         println!(
-            "{:<24} {:>6} {:>4} {:>4}  {} {} {}",
+            "{:<24} {:>6} {:>4} {:>4}  {} {} {}{}",
             a.name,
             a.dim,
             a.m,
             a.m0,
             a.vectors,
             a.compact.as_deref().unwrap_or("-"),
+            a.rescore
+                .as_deref()
+                .map_or(String::new(), |t| format!("{t} ")),
             a.graph
         );
     }

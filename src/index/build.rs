@@ -39,6 +39,8 @@ pub struct BuildParams {
     pub ef_construction: usize,
     /// Compact copy for the graph walk.
     pub compact: CompactKind,
+    /// Re-scoring tier between a few-bit walk and the f32 rows (int8 or none).
+    pub rescore: CompactKind,
     /// Seed for the levels of nodes added by [`add`].
     pub seed: u64,
 }
@@ -49,6 +51,7 @@ impl Default for BuildParams {
             m: 16,
             ef_construction: 200,
             compact: CompactKind::Int8,
+            rescore: CompactKind::None,
             seed: 0,
         }
     }
@@ -174,12 +177,12 @@ pub(super) fn build_locked(
             normalized_chunks(a, 0, rows == Rows::Verbatim),
         )?);
         let written = VectorFile::open(&vectors_path)?;
-        if let Some(c) = &entry.compact {
+        for (name, kind) in compact_files(&entry, params) {
             files.push(write_compact(
-                &out_dir.join(c),
+                &out_dir.join(name),
                 a.dim,
                 &[written.f32_rows_bulk()?],
-                params.compact.dtype(),
+                kind.dtype(),
             )?);
         }
         let t = Instant::now();
@@ -203,6 +206,7 @@ pub(super) fn build_locked(
             m: params.m,
             ef_construction: params.ef_construction,
             compact: params.compact,
+            rescore: params.rescore,
         },
         model: input.model.clone(),
         schema: labels.map(|l| l.schema.clone()),
@@ -249,6 +253,7 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
         m: old.params.m,
         ef_construction: old.params.ef_construction,
         compact: old.params.compact,
+        rescore: old.params.rescore,
         seed: old.generation,
     };
     let generation = NewGeneration::start(&lock);
@@ -313,12 +318,12 @@ pub fn add(dir: &Path, input: &BuildInput, progress: ProgressMode) -> Result<Bui
             dim,
             &[old_rows, &new_rows],
         )?);
-        if let Some(c) = &entry.compact {
+        for (name, kind) in compact_files(&entry, &params) {
             files.push(write_compact(
-                &dir.join(c),
+                &dir.join(name),
                 dim,
                 &[old_rows, &new_rows],
-                params.compact.dtype(),
+                kind.dtype(),
             )?);
         }
         let t = Instant::now();
@@ -437,7 +442,21 @@ pub(super) fn check_params(p: &BuildParams) -> Result<()> {
             p.ef_construction
         )));
     }
+    if !p.compact.allows_rescore_tier(p.rescore) {
+        return Err(Error::Usage(format!(
+            "a re-scoring tier is int8 under a bit1 or bit4 walk (got rescore {} with compact {})",
+            kind_name(p.rescore),
+            kind_name(p.compact)
+        )));
+    }
     Ok(())
+}
+
+fn kind_name(k: CompactKind) -> String {
+    serde_json::to_value(k)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{k:?}"))
 }
 
 fn check_ids(ids: &[String], existing: &HashSet<String>) -> Result<()> {
@@ -645,15 +664,32 @@ fn attribute_entry(
         name: a.name.clone(),
         dim: a.dim,
         vectors: file_name(gen, &format!("a{ai}.vec")),
-        compact: match params.compact {
-            CompactKind::None => None,
-            CompactKind::F16 => Some(file_name(gen, &format!("a{ai}.f16.vec"))),
-            CompactKind::Int8 => Some(file_name(gen, &format!("a{ai}.int8.vec"))),
-            CompactKind::Bit1 => Some(file_name(gen, &format!("a{ai}.bit1.vec"))),
-            CompactKind::Bit4 => Some(file_name(gen, &format!("a{ai}.bit4.vec"))),
-        },
+        compact: compact_file_name(gen, ai, params.compact),
+        rescore: compact_file_name(gen, ai, params.rescore),
         graph: file_name(gen, &format!("a{ai}.graph")),
     }
+}
+
+fn compact_file_name(gen: u64, ai: usize, kind: CompactKind) -> Option<String> {
+    let suffix = match kind {
+        CompactKind::None => return None,
+        CompactKind::F16 => "f16",
+        CompactKind::Int8 => "int8",
+        CompactKind::Bit1 => "bit1",
+        CompactKind::Bit4 => "bit4",
+    };
+    Some(file_name(gen, &format!("a{ai}.{suffix}.vec")))
+}
+
+/// An attribute's compact files with their kinds: the walk's copy, then the re-scoring
+/// tier.
+fn compact_files<'e>(
+    entry: &'e AttributeEntry,
+    params: &BuildParams,
+) -> impl Iterator<Item = (&'e str, CompactKind)> {
+    let walk = entry.compact.as_deref().map(|n| (n, params.compact));
+    let tier = entry.rescore.as_deref().map(|n| (n, params.rescore));
+    walk.into_iter().chain(tier)
 }
 
 fn tombstone_words(index: &Index, n: usize) -> Vec<u64> {

@@ -56,6 +56,7 @@ pub fn compact(dir: &Path, progress: ProgressMode) -> Result<BuildSummary> {
         m: m.params.m,
         ef_construction: m.params.ef_construction,
         compact: m.params.compact,
+        rescore: m.params.rescore,
         seed: m.generation,
     };
     merge_locked(&lock, &[dir.to_path_buf()], &params, progress)

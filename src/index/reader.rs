@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::disk::format::{crc32, Dtype};
-use super::disk::manifest::{AttributeEntry, Manifest, MANIFEST_FILE};
-use super::disk::store::{IdTable, LabelTable, Tombstones, VectorFile};
+use super::disk::manifest::{AttributeEntry, CompactKind, Manifest, MANIFEST_FILE};
+use super::disk::store::{int8_scale, quantize, IdTable, LabelTable, Tombstones, VectorFile};
 use super::hnsw::bits::{self, Correction, QueryBits, Rotation};
 use super::hnsw::bits4::{self, QueryNibbles, Terms};
 use super::hnsw::distance::{
@@ -67,6 +67,8 @@ struct AttributeData {
     entry: AttributeEntry,
     vectors: VectorFile,
     compact: Option<VectorFile>,
+    /// The int8 re-scoring tier of a few-bit walk.
+    rescore: Option<VectorFile>,
     /// The rotation of a bit1 compact copy (from its seed), made once on open.
     rotation: Option<Rotation>,
     graph: MappedGraph,
@@ -276,23 +278,32 @@ impl Index {
                     ),
                 ));
             }
-            let compact = match &entry.compact {
-                Some(name) => {
-                    let path = file(name)?;
-                    let c = VectorFile::open(&path)?;
-                    if c.dtype != manifest.params.compact.dtype()
-                        || c.count != n
-                        || c.dim != entry.dim
-                    {
-                        return Err(Error::corrupted(
-                            &path,
-                            "compact copy does not match the f32 rows",
-                        ));
-                    }
-                    Some(c)
+            let open_compact = |name: &Option<String>, kind: CompactKind, what: &str| {
+                let Some(name) = name else { return Ok(None) };
+                let path = file(name)?;
+                let c = VectorFile::open(&path)?;
+                if c.dtype != kind.dtype() || c.count != n || c.dim != entry.dim {
+                    return Err(Error::corrupted(
+                        &path,
+                        format!(
+                            "{what} does not match the f32 rows: it holds {} {:?} rows of \
+                             dimension {}, the manifest records {n} {:?} rows of {}",
+                            c.count,
+                            c.dtype,
+                            c.dim,
+                            kind.dtype(),
+                            entry.dim
+                        ),
+                    ));
                 }
-                None => None,
+                Ok(Some(c))
             };
+            let compact = open_compact(&entry.compact, manifest.params.compact, "compact copy")?;
+            let rescore = open_compact(&entry.rescore, manifest.params.rescore, "re-scoring tier")?;
+            if let Some(t) = &rescore {
+                // A query reads the tier's rows of its candidates only, as the f32 rows.
+                t.advise_random();
+            }
             let gpath = file(&entry.graph)?;
             let graph = MappedGraph::open(&gpath)?;
             if graph.node_count() != n {
@@ -306,6 +317,7 @@ impl Index {
                 entry: entry.clone(),
                 vectors,
                 compact,
+                rescore,
                 rotation,
                 graph,
             });
@@ -501,15 +513,13 @@ impl Index {
                     .collect()
             }
             Some(c) => {
-                // `margin(n)`: how far the compact score of row n may sit below its exact
-                // score. f16: |sum q_i (x_i - h_i)| <= 2^-11 * sum |q_i x_i| <= 2^-11
-                // (relative rounding, unit vectors). int8: each code is off by at most
-                // scale/2, so |sum q_i e_i| <= scale/2 * |q|_1. A statistical bound (a
-                // few standard deviations of independent rounding errors) is smaller but
-                // fails on degenerate vectors whose rounding errors line up, and then the
-                // true best row is never re-scored: found by a flaky test on near-equal
-                // embeddings of an untrained model.
-                let mut int8_query_bound = 0.0;
+                // How far a compact score may sit below the exact score. f16: |sum q_i
+                // (x_i - h_i)| <= 2^-11 * sum |q_i x_i| <= 2^-11 (relative rounding, unit
+                // vectors). int8: see `Int8Margin`. A statistical bound (a few standard
+                // deviations of independent rounding errors) is smaller but fails on
+                // degenerate vectors whose rounding errors line up, and then the true best
+                // row is never re-scored: found by a flaky test on near-equal embeddings
+                // of an untrained model.
                 let (walk, bound) = match c.dtype {
                     Dtype::F16 => {
                         let s = F16Scorer {
@@ -552,7 +562,7 @@ impl Index {
                     _ => {
                         let (scales, codes) = c.int8_rows()?;
                         let q16 = QueryI16::new(&q);
-                        int8_query_bound = q16.rounding_bound();
+                        let margin = Int8Margin::new(&q, &q16);
                         let s = Int8Scorer {
                             scales,
                             codes,
@@ -561,23 +571,19 @@ impl Index {
                         };
                         (
                             graph::knn(&a.graph, &s, ef, accept_ref, &bad)?,
-                            Bound::Int8(scales),
+                            Bound::Int8(scales, margin),
                         )
                     }
                 };
-                // int8 rows are scored with the query rounded to i16 steps: that adds
-                // at most `int8_query_bound` (in units of the row's scale).
-                let per_scale = 0.5 * q.iter().map(|x| x.abs()).sum::<f32>() + int8_query_bound;
                 // `upper(approx, n)`: the largest exact score row n may have, given its
                 // compact score. bit1: see `QueryBits::upper_bound` (index-format.md,
                 // "1-bit codes").
                 let upper = |approx: f32, n: u32| match &bound {
                     // Plus subnormal rounding and f32 summation, both far below 1e-5.
                     Bound::F16 => approx + 1.0 / 2048.0 + 1e-5,
-                    // Rounded up a little: the bound itself is computed in f32.
-                    Bound::Int8(sc) => sc
+                    Bound::Int8(sc, m) => sc
                         .get(n as usize)
-                        .map_or(f32::INFINITY, |s| approx + s * per_scale * (1.0 + 1e-5)),
+                        .map_or(f32::INFINITY, |&s| approx + m.of(s)),
                     Bound::Bit1(corr, qb) => corr
                         .get(n as usize)
                         .map_or(f32::INFINITY, |c| qb.upper_bound(approx, *c)),
@@ -585,43 +591,16 @@ impl Index {
                         .get(n as usize)
                         .map_or(f32::INFINITY, |t| qn.upper_bound(approx, *t)),
                 };
-                // Re-score exactly from the f32 rows, best compact score first, skipping
-                // every candidate whose bound cannot reach the k-th best exact score so
-                // far: each re-scored row reads an f32 row (4 KiB at 1024-d). The bound
-                // differs per row (int8 scale, bit1 corrections), so a candidate after a
-                // skipped one may still reach it: the scan goes on (it costs a compare).
                 let cap = opts.rescore.unwrap_or(usize::MAX).max(opts.k);
-                let mut kth: BinaryHeap<Reverse<Sim>> = BinaryHeap::with_capacity(opts.k + 1);
-                let mut out = Vec::with_capacity(opts.k * 2);
                 let walk = &walk[..walk.len().min(cap)];
-                let row_of = |n: u32| rows.get(n as usize * dim..(n as usize + 1) * dim);
-                for (i, &(approx, n)) in walk.iter().enumerate() {
-                    // The next candidates' rows are random reads of the f32 file: ask
-                    // for the one two ahead while this one is scored, unless its bound
-                    // already rules it out (the k-th score only rises).
-                    if let Some(&(a2, m)) = walk.get(i + 2) {
-                        let out_of_reach = kth.len() >= opts.k
-                            && kth.peek().is_some_and(|Reverse(Sim(t))| upper(a2, m) < *t);
-                        if let Some(r) = row_of(m).filter(|_| !out_of_reach) {
-                            prefetch(bytemuck::cast_slice(r), PREFETCH_F32_LINES);
-                        }
+                // (upper bound, row) in the order the f32 rows are read.
+                let candidates: Vec<(f32, u32)> = match &a.rescore {
+                    Some(tier) => {
+                        tier_candidates(tier, &q, walk, &upper, opts.k, PREFETCH_TIER_AHEAD)?
                     }
-                    if kth.len() >= opts.k
-                        && kth
-                            .peek()
-                            .is_some_and(|Reverse(Sim(t))| upper(approx, n) < *t)
-                    {
-                        continue;
-                    }
-                    let r = n as usize;
-                    let exact = dot_f32(&q, &rows[r * dim..(r + 1) * dim]);
-                    out.push((exact, r));
-                    kth.push(Reverse(Sim(exact)));
-                    if kth.len() > opts.k {
-                        kth.pop();
-                    }
-                }
-                out
+                    None => walk.iter().map(|&(s, n)| (upper(s, n), n)).collect(),
+                };
+                rescore_exact(rows, dim, &q, &candidates, opts.k)
             }
         };
         let rescored = if compact.is_some() { found.len() } else { 0 };
@@ -712,14 +691,15 @@ impl Index {
             note(a.graph.check());
             note(a.vectors.check());
             note(check_norms(&a.vectors));
-            if let Some(c) = &a.compact {
+            for c in a.compact.iter().chain(&a.rescore) {
+                let name = &a.entry.name;
                 note(c.check());
-                if let Some(rot) = &a.rotation {
-                    note(match c.dtype {
-                        Dtype::Bit4 => check_bit4_codes(&a.entry.name, &a.vectors, c, rot),
-                        _ => check_bit1_codes(&a.entry.name, &a.vectors, c, rot),
-                    });
-                }
+                note(match (c.dtype, &a.rotation) {
+                    (Dtype::Bit4, Some(rot)) => check_bit4_codes(name, &a.vectors, c, rot),
+                    (Dtype::Bit1, Some(rot)) => check_bit1_codes(name, &a.vectors, c, rot),
+                    (Dtype::Int8, _) => check_int8_codes(name, &a.vectors, c),
+                    _ => Ok(()),
+                });
             }
         }
         if let (Some(labels), Some(schema)) = (&self.labels, self.schema()) {
@@ -744,13 +724,15 @@ impl Index {
         Ok(report)
     }
 
-    /// Sizes of the index files in bytes: (vectors f32, compact, graphs, other).
+    /// Sizes of the index files in bytes: (vectors f32, compact copies and re-scoring
+    /// tiers, graphs, other).
     pub fn sizes(&self) -> (u64, u64, u64, u64) {
         let len = |name: &str| self.manifest.file(name).map_or(0, |f| f.len);
         let mut v = (0, 0, 0, 0);
         for a in &self.attrs {
             v.0 += len(&a.entry.vectors);
             v.1 += a.entry.compact.as_deref().map_or(0, len);
+            v.1 += a.entry.rescore.as_deref().map_or(0, len);
             v.2 += len(&a.entry.graph);
         }
         let total: u64 = self.manifest.files.iter().map(|f| f.len).sum();
@@ -890,6 +872,44 @@ fn check_bit4_codes(
     Ok(())
 }
 
+/// An int8 copy agrees with its f32 rows: every row's scale equals the recomputed one
+/// (`max |x| / 127`) within `1e-6` relative, and every code equals `round(x / scale)`,
+/// except by one where `x / scale` lies within `1e-3` of a rounding boundary. The
+/// re-scoring tier's bound, and so the exactness of the results, rests on this.
+fn check_int8_codes(attr: &str, vectors: &VectorFile, copy: &VectorFile) -> Result<()> {
+    let (scales, codes) = copy.int8_rows()?;
+    let dim = vectors.dim;
+    let fail = |row: usize, what: String| {
+        Err(Error::corrupted(
+            copy.path(),
+            format!(
+                "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
+                vectors.path().display()
+            ),
+        ))
+    };
+    for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
+        let want = int8_scale(x);
+        let got = scales[row];
+        if (got - want).abs() > 1e-6 * want.abs() {
+            return fail(row, format!("has int8 scale {got} (recomputed: {want})"));
+        }
+        let stored = &codes[row * dim..(row + 1) * dim];
+        for (i, (&v, &c)) in x.iter().zip(stored).enumerate() {
+            let q = quantize(v, want);
+            if q == c {
+                continue;
+            }
+            let at = v / want;
+            let boundary = (at - at.floor() - 0.5).abs() < 1e-3;
+            if !(boundary && q.abs_diff(c) == 1) {
+                return fail(row, format!("has code {c} at dimension {i}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 struct F32Scorer<'a> {
     rows: &'a [f32],
     dim: usize,
@@ -937,9 +957,128 @@ impl Scorer for F16Scorer<'_> {
 /// What bounds the compact scores of a walk (see `upper` in [`Index::search_rows`]).
 enum Bound<'a> {
     F16,
-    Int8(&'a [f32]),
+    Int8(&'a [f32], Int8Margin),
     Bit1(&'a [Correction], QueryBits),
     Bit4(&'a [Terms], QueryNibbles),
+}
+
+/// How far an int8 score (see [`Int8Scorer`]) may sit from the exact one, per unit of
+/// the row's scale: each code is off by at most scale/2, so `|sum q_i e_i| <= scale/2 *
+/// |q|_1`, and the query's rounding to i16 steps adds at most
+/// [`QueryI16::rounding_bound`]. The bound holds both ways.
+#[derive(Clone, Copy)]
+struct Int8Margin {
+    per_scale: f32,
+}
+
+impl Int8Margin {
+    fn new(q: &[f32], q16: &QueryI16) -> Int8Margin {
+        let l1 = q.iter().map(|x| x.abs()).sum::<f32>();
+        Int8Margin {
+            per_scale: 0.5 * l1 + q16.rounding_bound(),
+        }
+    }
+
+    /// The margin of a row with this scale, rounded up a little: it is computed in f32.
+    #[inline]
+    fn of(self, scale: f32) -> f32 {
+        scale * self.per_scale * (1.0 + 1e-5)
+    }
+}
+
+/// Candidates of the tier this many ahead have their int8 rows prefetched.
+const PREFETCH_TIER_AHEAD: usize = 4;
+
+/// A few-bit walk's candidates through the int8 re-scoring tier: every candidate gets
+/// its int8 score, whose bound holds both ways; any candidate whose upper bound is below
+/// the `k`-th best lower bound cannot be among the `k` best and is dropped. The rest
+/// come back as (upper bound, row), best int8 score first (ties by row): the order the
+/// f32 rows are then read in, so that the `k`-th exact score rises fast. The upper bound
+/// is the tighter of the walk's and the tier's.
+fn tier_candidates(
+    tier: &VectorFile,
+    q: &[f32],
+    walk: &[(f32, u32)],
+    walk_upper: &dyn Fn(f32, u32) -> f32,
+    k: usize,
+    ahead: usize,
+) -> Result<Vec<(f32, u32)>> {
+    let (scales, codes) = tier.int8_rows()?;
+    let q16 = QueryI16::new(q);
+    let margin = Int8Margin::new(q, &q16);
+    let s = Int8Scorer {
+        scales,
+        codes,
+        dim: tier.dim,
+        q: &q16,
+    };
+    // (int8 score, lower, upper, row)
+    let mut scored: Vec<(f32, f32, f32, u32)> = Vec::with_capacity(walk.len());
+    for (i, &(walk_score, n)) in walk.iter().enumerate() {
+        if let Some(&(_, m)) = walk.get(i + ahead) {
+            s.prefetch(m);
+        }
+        scored.push(match scales.get(n as usize) {
+            Some(&sc) => {
+                let approx = s.score(n);
+                // 1e-6: the f32 rounding of the score itself (|approx| <= ~1).
+                let m = margin.of(sc) + 1e-6;
+                let up = (approx + m).min(walk_upper(walk_score, n));
+                (approx, approx - m, up, n)
+            }
+            None => (f32::NEG_INFINITY, f32::NEG_INFINITY, f32::INFINITY, n),
+        });
+    }
+    let floor = if k > 0 && scored.len() >= k {
+        let mut lows: Vec<f32> = scored.iter().map(|c| c.1).collect();
+        *lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+    } else {
+        f32::NEG_INFINITY
+    };
+    scored.retain(|c| c.2 >= floor);
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.3.cmp(&b.3)));
+    Ok(scored.into_iter().map(|c| (c.2, c.3)).collect())
+}
+
+/// Exact scores from the f32 rows for `candidates` (upper bound, row), in their order,
+/// skipping every candidate whose upper bound cannot reach the `k`-th best exact score
+/// so far: each re-scored row reads an f32 row (4 KiB at 1024-d). The bound differs per
+/// row, so a candidate after a skipped one may still reach it: the scan goes on (it
+/// costs a compare). Returns every (exact score, row) it computed.
+fn rescore_exact(
+    rows: &[f32],
+    dim: usize,
+    q: &[f32],
+    candidates: &[(f32, u32)],
+    k: usize,
+) -> Vec<(f32, usize)> {
+    let mut kth: BinaryHeap<Reverse<Sim>> = BinaryHeap::with_capacity(k + 1);
+    let mut out = Vec::with_capacity(k * 2);
+    let out_of_reach = |kth: &BinaryHeap<Reverse<Sim>>, upper: f32| {
+        kth.len() >= k && kth.peek().is_some_and(|Reverse(Sim(t))| upper < *t)
+    };
+    let row_of = |n: u32| rows.get(n as usize * dim..(n as usize + 1) * dim);
+    for (i, &(upper, n)) in candidates.iter().enumerate() {
+        // The next candidates' rows are random reads of the f32 file: ask for the one
+        // two ahead while this one is scored, unless its bound already rules it out
+        // (the k-th score only rises).
+        if let Some(&(u2, m)) = candidates.get(i + 2) {
+            if let Some(r) = row_of(m).filter(|_| !out_of_reach(&kth, u2)) {
+                prefetch(bytemuck::cast_slice(r), PREFETCH_F32_LINES);
+            }
+        }
+        if out_of_reach(&kth, upper) {
+            continue;
+        }
+        let Some(row) = row_of(n) else { continue };
+        let exact = dot_f32(q, row);
+        out.push((exact, n as usize));
+        kth.push(Reverse(Sim(exact)));
+        if kth.len() > k {
+            kth.pop();
+        }
+    }
+    out
 }
 
 struct Bit4Scorer<'a> {

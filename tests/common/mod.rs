@@ -41,10 +41,16 @@ pub fn schema() -> Schema {
 }
 
 pub fn params(compact: CompactKind) -> BuildParams {
+    tiered_params(compact, CompactKind::None)
+}
+
+/// [`params`] with a re-scoring tier.
+pub fn tiered_params(compact: CompactKind, rescore: CompactKind) -> BuildParams {
     BuildParams {
         m: 8,
         ef_construction: 64,
         compact,
+        rescore,
         seed: 0,
     }
 }
@@ -57,6 +63,11 @@ pub fn build(path: &Path, n: usize, prefix: &str, seed: u64) {
 /// [`build`] with a chosen compact kind.
 #[allow(dead_code)]
 pub fn build_with(path: &Path, n: usize, prefix: &str, seed: u64, compact: CompactKind) {
+    build_with_params(path, n, prefix, seed, &params(compact))
+}
+
+/// [`build`] with chosen parameters.
+pub fn build_with_params(path: &Path, n: usize, prefix: &str, seed: u64, params: &BuildParams) {
     let a = mixture(n, DA, seed);
     let b = mixture(n, DB, seed + 1);
     let mut labels = Labels::new(n, 1);
@@ -83,7 +94,7 @@ pub fn build_with(path: &Path, n: usize, prefix: &str, seed: u64, compact: Compa
         }),
         model: Some(serde_json::json!({"identity": "test"})),
     };
-    index::build(path, &input, &params(compact), ProgressMode::Quiet).unwrap();
+    index::build(path, &input, params, ProgressMode::Quiet).unwrap();
 }
 
 /// New items for `add`: `n` items with ids `{prefix}{i}` and no labels.

@@ -68,11 +68,30 @@ impl std::str::FromStr for CompactKind {
     }
 }
 
+impl CompactKind {
+    /// Whether a walk of this kind may have `tier` as its re-scoring tier (see
+    /// [`ManifestParams::rescore`]): none always; int8 under the few-bit walks, whose
+    /// bound leaves nearly every candidate to re-score.
+    pub fn allows_rescore_tier(self, tier: CompactKind) -> bool {
+        tier == CompactKind::None
+            || (tier == CompactKind::Int8 && matches!(self, CompactKind::Bit1 | CompactKind::Bit4))
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == CompactKind::None
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestParams {
     pub m: usize,
     pub ef_construction: usize,
     pub compact: CompactKind,
+    /// Copy read between a few-bit walk and the f32 rows: its strict bound rules out
+    /// most candidates at a quarter of the f32 rows' bytes (`int8` or none). Absent in
+    /// manifests written before it existed and in those without a tier.
+    #[serde(default, skip_serializing_if = "CompactKind::is_none")]
+    pub rescore: CompactKind,
 }
 
 /// Files of one embedding attribute.
@@ -82,6 +101,9 @@ pub struct AttributeEntry {
     pub dim: usize,
     pub vectors: String,
     pub compact: Option<String>,
+    /// The re-scoring tier's file (present iff `params.rescore` is not none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescore: Option<String>,
     pub graph: String,
 }
 
@@ -207,6 +229,31 @@ impl Manifest {
                 ),
             ));
         }
+        let tier = self.params.rescore;
+        if !self.params.compact.allows_rescore_tier(tier) {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "params.rescore is {tier:?} with params.compact {:?} (a re-scoring tier is \
+                     int8, under a bit1 or bit4 walk)",
+                    self.params.compact
+                ),
+            ));
+        }
+        if let Some(a) = self
+            .attributes
+            .iter()
+            .find(|a| a.rescore.is_some() == tier.is_none())
+        {
+            return Err(Error::corrupted(
+                path,
+                format!(
+                    "attribute {:?} {} a re-scoring tier, but params.rescore is {tier:?}",
+                    a.name,
+                    if a.rescore.is_some() { "has" } else { "lacks" },
+                ),
+            ));
+        }
         let mut named: Vec<&str> = vec![self.ids.as_str()];
         named.extend(self.labels.as_deref());
         named.extend(self.tombstones.as_deref());
@@ -214,6 +261,7 @@ impl Manifest {
             named.push(&a.vectors);
             named.push(&a.graph);
             named.extend(a.compact.as_deref());
+            named.extend(a.rescore.as_deref());
         }
         for n in &named {
             if !is_plain_name(n) {

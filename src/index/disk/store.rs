@@ -28,7 +28,8 @@ pub const NO_LABEL: ValueId = ValueId::MAX;
 /// fault), so resident memory would grow towards the file size. Whole-matrix readers
 /// (exact search, evaluation, export, rebuilds) get a second, sequential map of the same
 /// open file ([`VectorFile::f32_rows_bulk`]), made on first use. The compact copy keeps
-/// the default read-ahead: it is the graph walk's working set.
+/// the default read-ahead: it is the graph walk's working set. A re-scoring tier is read
+/// like the f32 rows and is advised the same way by the reader.
 pub struct VectorFile {
     path: PathBuf,
     /// Kept open so the bulk map sees this file even after a newer generation unlinks it.
@@ -77,12 +78,7 @@ impl VectorFile {
             path,
             "the vectors",
         )?;
-        #[cfg(unix)]
-        if dtype == Dtype::F32 {
-            // Only a hint: a kernel that refuses it still gives correct reads.
-            let _ = map.advise(memmap2::Advice::Random);
-        }
-        Ok(VectorFile {
+        let file = VectorFile {
             path: path.to_path_buf(),
             file,
             map,
@@ -92,7 +88,19 @@ impl VectorFile {
             dim: dim as usize,
             rows_at,
             seed: h.seed,
-        })
+        };
+        if dtype == Dtype::F32 {
+            file.advise_random();
+        }
+        Ok(file)
+    }
+
+    /// Advises the map for random reads, as for f32 rows (see the type's doc): for a
+    /// copy a query reads a few scattered rows of, as it does a re-scoring tier's.
+    pub fn advise_random(&self) {
+        // Only a hint: a kernel that refuses it still gives correct reads.
+        #[cfg(unix)]
+        let _ = self.map.advise(memmap2::Advice::Random);
     }
 
     pub fn path(&self) -> &Path {
