@@ -44,10 +44,12 @@ pub struct SearchOptions<'a> {
     pub use_compact: bool,
     /// Only rows for which this returns true are returned (removed rows never are).
     pub accept: Option<&'a (dyn Fn(usize) -> bool + Sync)>,
-    /// With a compact walk: at most this many of its best candidates are re-scored from
-    /// the f32 rows (at least `k`). `None`: no cap; re-scoring stops by itself once no
-    /// remaining candidate's compact score, plus its quantisation error bound, reaches
-    /// the k-th best exact score (typically k plus a few rows).
+    /// With a compact walk: at most this many of its best candidates are re-scored (at
+    /// least `k`; through the re-scoring tier first, if the index has one, then from the
+    /// f32 rows). `None`: no cap; re-scoring stops by itself once no remaining
+    /// candidate's compact score, plus its quantisation error bound, reaches the k-th
+    /// best exact score (typically k plus a few rows for int8; nearly all candidates
+    /// for bit1 and bit4 without a tier).
     pub rescore: Option<usize>,
 }
 
