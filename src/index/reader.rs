@@ -766,6 +766,17 @@ fn check_norms(vectors: &VectorFile) -> Result<()> {
     Ok(())
 }
 
+/// The error of a compact row that disagrees with its f32 row (verify check (d)).
+fn disagrees(attr: &str, vectors: &VectorFile, copy: &VectorFile, row: usize, what: &str) -> Error {
+    Error::corrupted(
+        copy.path(),
+        format!(
+            "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
+            vectors.path().display()
+        ),
+    )
+}
+
 /// A bit1 copy agrees with its f32 rows: every row's code and corrections, recomputed
 /// with the file's rotation, equal the stored ones (a sign bit may differ only where the
 /// rotated coordinate is within 1e-6 of zero; corrections within 1e-5).
@@ -780,15 +791,7 @@ fn check_bit1_codes(
     let words = bits::code_words(dim);
     let mut code = vec![0u64; words];
     let mut rotated = Vec::new();
-    let fail = |row: usize, what: String| {
-        Err(Error::corrupted(
-            compact.path(),
-            format!(
-                "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
-                vectors.path().display()
-            ),
-        ))
-    };
+    let fail = |row: usize, what: String| Err(disagrees(attr, vectors, compact, row, &what));
     for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
         let want = bits::encode_row(rot, x, &mut code, &mut rotated);
         let stored = &codes[row * words..(row + 1) * words];
@@ -832,15 +835,7 @@ fn check_bit4_codes(
     let bytes = bits4::code_bytes(dim);
     let mut code = vec![0u8; bytes];
     let mut rotated = Vec::new();
-    let fail = |row: usize, what: String| {
-        Err(Error::corrupted(
-            compact.path(),
-            format!(
-                "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
-                vectors.path().display()
-            ),
-        ))
-    };
+    let fail = |row: usize, what: String| Err(disagrees(attr, vectors, compact, row, &what));
     let near = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
     for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
         let want = bits4::encode_row(rot, x, &mut code, &mut rotated);
@@ -881,15 +876,7 @@ fn check_bit4_codes(
 fn check_int8_codes(attr: &str, vectors: &VectorFile, copy: &VectorFile) -> Result<()> {
     let (scales, codes) = copy.int8_rows()?;
     let dim = vectors.dim;
-    let fail = |row: usize, what: String| {
-        Err(Error::corrupted(
-            copy.path(),
-            format!(
-                "attribute {attr:?}: row {row} {what}, which disagrees with the f32 rows of {}",
-                vectors.path().display()
-            ),
-        ))
-    };
+    let fail = |row: usize, what: String| Err(disagrees(attr, vectors, copy, row, &what));
     for (row, x) in vectors.f32_rows_bulk()?.chunks_exact(dim).enumerate() {
         let want = int8_scale(x);
         let got = scales[row];
