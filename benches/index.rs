@@ -18,7 +18,7 @@
 //!       [--compact KIND,KIND..] [--peers faiss,hnswlib,usearch,hnsw_rs] [--no-batch]
 //!       [--rebuild] [--python PYTHON] [--dir DIR]`.
 //! `--compact` takes any kinds `CompactKind::from_str` accepts (default `int8,f16`), and
-//! `WALK+TIER` for a walk with a re-scoring tier (`bit4+int8`); each gets its own index, and the first one's f32 walk is measured too. `--peers none` runs
+//! `WALK+TIER` for a walk with a re-scoring tier (`bit4+int8`), and a `@graph` suffix for an index built in graph row order (`bit4@graph`); each gets its own index, and the first one's f32 walk is measured too. `--peers none` runs
 //! tailor alone. Data, ground truth and built indexes are cached under `--dir` (default
 //! the ignored `.bench-cache/index/` of the project, one folder per items x dim x queries):
 //! a rerun reuses them and reports the recorded build times (marked `cached`); `--rebuild`
@@ -35,7 +35,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use tailor::index::{
-    self, AttributeInput, BuildInput, BuildParams, CompactKind, Index, SearchOptions,
+    self, AttributeInput, BuildInput, BuildParams, CompactKind, Index, RowOrder, SearchOptions,
 };
 use tailor::progress::ProgressMode;
 
@@ -56,8 +56,8 @@ struct Args {
     threads: usize,
     python: PathBuf,
     dir: PathBuf,
-    /// (label as given, walk kind, re-scoring tier)
-    compact: Vec<(String, CompactKind, CompactKind)>,
+    /// (label as given, walk kind, re-scoring tier, row order)
+    compact: Vec<(String, CompactKind, CompactKind, RowOrder)>,
     peers: Vec<String>,
     batch: bool,
     rebuild: bool,
@@ -79,8 +79,18 @@ fn parse_args() -> Args {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ann/bin/python")),
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join(".bench-cache/index"),
         compact: vec![
-            ("int8".into(), CompactKind::Int8, CompactKind::None),
-            ("f16".into(), CompactKind::F16, CompactKind::None),
+            (
+                "int8".into(),
+                CompactKind::Int8,
+                CompactKind::None,
+                RowOrder::Input,
+            ),
+            (
+                "f16".into(),
+                CompactKind::F16,
+                CompactKind::None,
+                RowOrder::Input,
+            ),
         ],
         peers: ALL_PEERS.iter().map(|s| s.to_string()).collect(),
         batch: true,
@@ -108,9 +118,13 @@ fn parse_args() -> Args {
                     .split(',')
                     .filter(|s| !s.is_empty())
                     .map(|s| {
-                        let (walk, tier) = s.split_once('+').unwrap_or((s, "none"));
+                        let (kinds, order) = s.split_once('@').unwrap_or((s, "input"));
+                        let (walk, tier) = kinds.split_once('+').unwrap_or((kinds, "none"));
+                        let order = order
+                            .parse::<RowOrder>()
+                            .unwrap_or_else(|e| usage(&format!("--compact {s}: {e}")));
                         match (walk.parse::<CompactKind>(), tier.parse::<CompactKind>()) {
-                            (Ok(w), Ok(t)) => (s.to_string(), w, t),
+                            (Ok(w), Ok(t)) => (s.to_string(), w, t, order),
                             (Err(e), _) | (_, Err(e)) => usage(&format!("--compact {s}: {e}")),
                         }
                     })
@@ -645,7 +659,7 @@ fn main() {
     let mut batch_results: Vec<SystemResult> = Vec::new();
     let mut cold_lines: Vec<String> = Vec::new();
     let ids: Vec<String> = (0..n).map(|i| format!("item{i}")).collect();
-    for (bi, (label, compact, tier)) in args.compact.iter().enumerate() {
+    for (bi, (label, compact, tier, order)) in args.compact.iter().enumerate() {
         let out = data_dir.join(format!("tailor-{label}"));
         let build_json = out.join("bench-build.json");
         let cached = !args.rebuild
@@ -681,7 +695,9 @@ fn main() {
                     ..BuildParams::default()
                 };
                 let (built, t) = timed(PROCESS, || {
-                    pool.install(|| index::build(&out, &input, &params, ProgressMode::Quiet))
+                    pool.install(|| {
+                        index::build_in_order(&out, &input, &params, *order, ProgressMode::Quiet)
+                    })
                 });
                 built.expect("build");
                 // Written beside the index; tailor ignores files its manifest does not name.
@@ -708,6 +724,10 @@ fn main() {
         let ix = Index::open(&out).expect("open");
         ix.search("v", &queries[..dim], K, 64).expect("first query");
         let first_query_s = t.elapsed().as_secs_f64();
+        // Rows are items in the input's order unless the index was built in graph order.
+        let item_of_row: Vec<usize> = (0..n)
+            .map(|r| ix.id(r)[4..].parse().expect("bench ids are item{i}"))
+            .collect();
         let bytes = ix.manifest().files.iter().map(|f| f.len).sum();
         let mut walks: Vec<(String, bool)> = Vec::new();
         if bi == 0 || *compact == CompactKind::None {
@@ -763,7 +783,7 @@ fn main() {
                             ix.search_with("v", q, &o)
                                 .expect("search")
                                 .iter()
-                                .map(|h| h.row)
+                                .map(|h| item_of_row[h.row])
                                 .collect()
                         })
                         .collect()
@@ -832,7 +852,7 @@ fn main() {
                     let found = hits
                         .expect("batch search")
                         .into_iter()
-                        .map(|h| h.into_iter().map(|h| h.row).collect())
+                        .map(|h| h.into_iter().map(|h| item_of_row[h.row]).collect())
                         .collect();
                     (found, t)
                 });

@@ -8,7 +8,8 @@ use std::process::Command;
 use rand::{Rng, SeedableRng};
 use tailor::catalog::{Attribute, Labels, Schema};
 use tailor::index::{
-    self, AttributeInput, BuildInput, BuildParams, CompactKind, Index, ItemLabels,
+    self, AttributeInput, BuildInput, BuildParams, CompactKind, Index, ItemLabels, RowOrder,
+    SearchOptions,
 };
 use tailor::progress::ProgressMode;
 use tailor::query::{self, LabelFilter, Query, Target, Weighted};
@@ -71,6 +72,16 @@ fn build_fixture(n: usize, compact: CompactKind) -> Fixture {
 
 /// [`build_fixture`] with a re-scoring tier.
 fn build_tiered_fixture(n: usize, compact: CompactKind, rescore: CompactKind) -> Fixture {
+    build_fixture_in_order(n, compact, rescore, RowOrder::Input)
+}
+
+/// [`build_tiered_fixture`] with the rows stored in `order`.
+fn build_fixture_in_order(
+    n: usize,
+    compact: CompactKind,
+    rescore: CompactKind,
+    order: RowOrder,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ix");
     let a = mixture(n, DA, 12, 1);
@@ -107,7 +118,7 @@ fn build_tiered_fixture(n: usize, compact: CompactKind, rescore: CompactKind) ->
         rescore,
         seed: 0,
     };
-    let s = index::build(&path, &input, &params, ProgressMode::Quiet).unwrap();
+    let s = index::build_in_order(&path, &input, &params, order, ProgressMode::Quiet).unwrap();
     assert_eq!((s.items, s.generation), (n, 1));
     Fixture {
         _dir: dir,
@@ -1222,6 +1233,71 @@ fn labels_without_attributes_build_an_unlabelled_index() {
 
 // ---- crash safety -----------------------------------------------------------------
 
+/// Graph row order stores the same items, vectors and labels under other rows; on a
+/// one thread build the first attribute's graph is the same graph renumbered, so every
+/// search answers with the same items and scores, on the walk's copy and on the f32
+/// rows alike.
+#[test]
+fn graph_row_order_keeps_items_vectors_labels_and_results() {
+    let n = 1500;
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let build = |order| {
+        one_thread
+            .install(|| build_fixture_in_order(n, CompactKind::Bit4, CompactKind::Int8, order))
+    };
+    let (fi, fg) = (build(RowOrder::Input), build(RowOrder::Graph));
+    let (input, graph) = (
+        Index::open(&fi.path).unwrap(),
+        Index::open(&fg.path).unwrap(),
+    );
+    let report = graph.verify().unwrap();
+    assert!(report.ok, "{report:?}");
+    let moved = (0..n).filter(|&r| graph.id(r) != input.id(r)).count();
+    assert!(moved > n / 2, "only {moved} of {n} rows moved");
+    for r in 0..n {
+        let id = input.id(r);
+        let g = graph.row(id).unwrap();
+        for attr in ["shape", "texture"] {
+            assert_eq!(
+                input.vector(attr, r).unwrap(),
+                graph.vector(attr, g).unwrap()
+            );
+        }
+        for l in 0..2 {
+            assert_eq!(input.label(r, l), graph.label(g, l), "label {l} of {id}");
+        }
+    }
+    let found = |ix: &Index, attr: &str, q: &[f32], opts: &SearchOptions| {
+        let hits = ix.search_with(attr, q, opts).unwrap();
+        hits.into_iter()
+            .map(|h| (h.id, h.score))
+            .collect::<Vec<_>>()
+    };
+    // The first attribute's graph is the same graph renumbered: the same walk. The
+    // others are built over the renumbered rows (another insertion order), so only an
+    // ef that covers the index gives the same (exact) results.
+    for (attr, dim, queries, efs) in [
+        ("shape", DA, mixture(40, DA, 12, 7), [16, 64]),
+        ("texture", DB, mixture(40, DB, 6, 8), [n, n]),
+    ] {
+        for q in queries.chunks_exact(dim) {
+            for ef in efs {
+                for use_compact in [true, false] {
+                    let opts = SearchOptions {
+                        use_compact,
+                        ..SearchOptions::new(10, ef)
+                    };
+                    let (a, b) = (found(&input, attr, q, &opts), found(&graph, attr, q, &opts));
+                    assert_eq!(a, b, "{attr} ef {ef} compact {use_compact}");
+                }
+            }
+        }
+    }
+}
+
 fn tailor_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tailor")
 }
@@ -1359,6 +1435,49 @@ fn cli_build_with_rescore_tier() {
         .unwrap()
         .contains("bit1 or bit4 walk"));
     assert!(Index::open(&refused).is_err());
+}
+
+/// `--row-order graph`: the same items under other rows (export writes vectors and ids in
+/// the new order, each vector still its id's), and an unknown order is a usage error.
+#[test]
+fn cli_build_in_graph_row_order() {
+    let work = tempfile::tempdir().unwrap();
+    let inputs = write_inputs(work.path(), 400, 6);
+    let out = work.path().join("ix");
+    assert!(build_cmd(&out, &inputs)
+        .args(["--row-order", "graph"])
+        .status()
+        .unwrap()
+        .success());
+    let o = out.to_str().unwrap();
+    run_ok(&["index", "verify", o]);
+    let ix = Index::open(&out).unwrap();
+    let given = tailor::npy::read_f32_matrix(&inputs.0).unwrap();
+    let ids = std::fs::read_to_string(&inputs.2).unwrap();
+    let ids: Vec<&str> = ids.lines().collect();
+    let mut moved = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let row = ix.row(id).unwrap();
+        moved += usize::from(row != i);
+        let v = ix.vector("x", row).unwrap();
+        let mut want = given.row(i).to_vec();
+        let norm = want.iter().map(|x| x * x).sum::<f32>().sqrt();
+        want.iter_mut().for_each(|x| *x /= norm);
+        assert!(
+            v.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5),
+            "vector of {id}"
+        );
+    }
+    assert!(moved > 200, "only {moved} rows moved");
+    let q = ix.vector("x", ix.row(ids[17]).unwrap()).unwrap();
+    assert_eq!(ix.search("x", q, 1, 64).unwrap()[0].id, ids[17]);
+    let bad = build_cmd(&work.path().join("bad"), &inputs)
+        .args(["--row-order", "sideways"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected input or graph"));
 }
 
 #[test]

@@ -30,6 +30,31 @@ use crate::catalog::{Labels, Schema};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::{Progress, ProgressMode};
 
+/// The order of the rows in a new index's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowOrder {
+    /// The input's order: row `i` is input item `i`.
+    #[default]
+    Input,
+    /// The first attribute's graph order: nodes near each other in that graph are stored
+    /// near each other (see [`HnswBuilder::locality_order`]), so a walk of a graph larger
+    /// than the CPU caches reads fewer pages and cache lines. Ids, labels and every
+    /// attribute's rows follow the same order; searches return the same items.
+    Graph,
+}
+
+impl std::str::FromStr for RowOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "input" => Ok(RowOrder::Input),
+            "graph" => Ok(RowOrder::Graph),
+            _ => Err(format!("unknown row order {s:?}: expected input or graph")),
+        }
+    }
+}
+
 /// Graph and storage parameters of a build.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildParams {
@@ -116,12 +141,23 @@ pub fn build(
     params: &BuildParams,
     progress: ProgressMode,
 ) -> Result<BuildSummary> {
+    build_in_order(out_dir, input, params, RowOrder::Input, progress)
+}
+
+/// [`build`] with the rows stored in `order`.
+pub fn build_in_order(
+    out_dir: &Path,
+    input: &BuildInput,
+    params: &BuildParams,
+    order: RowOrder,
+    progress: ProgressMode,
+) -> Result<BuildSummary> {
     check_params(params)?;
     check_ids(&input.ids, &HashSet::new())?;
     check_attributes(input, None)?;
     std::fs::create_dir_all(out_dir).at(out_dir)?;
     let lock = lock_writer(out_dir)?;
-    build_locked(&lock, input, params, progress, Rows::Normalize)
+    build_locked(&lock, input, params, order, progress, Rows::Normalize)
 }
 
 /// How [`build_locked`] takes the input rows.
@@ -138,6 +174,7 @@ pub(super) fn build_locked(
     lock: &WriterLock,
     input: &BuildInput,
     params: &BuildParams,
+    row_order: RowOrder,
     progress: ProgressMode,
     rows: Rows,
 ) -> Result<BuildSummary> {
@@ -152,30 +189,61 @@ pub(super) fn build_locked(
     let generation = NewGeneration::start(lock);
     let gen = generation.number();
     let mut files: Vec<FileEntry> = Vec::new();
-    let (ids_name, ids_path) = generation.file("ids");
-    files.push(write_ids(&ids_path, &input.ids)?);
-    let labels_name = match (labels, &label_values) {
-        (Some(l), Some(values)) => {
-            let (nm, path) = generation.file("labels");
-            files.push(write_labels(&path, l.schema.len(), values)?);
-            Some(nm)
-        }
-        _ => None,
-    };
     let mut attributes = Vec::new();
     let mut summaries = Vec::new();
+    // Row `i` of the files is input item `order[i]` (`None`: the input's order). Set by
+    // the first attribute's graph under `RowOrder::Graph`.
+    let mut order: Option<Vec<u32>> = None;
     for (ai, a) in input.attributes.iter().enumerate() {
         let entry = attribute_entry(gen, ai, a, params);
         // Rows are normalised chunk by chunk into the new vector file, and the compact
         // copy and the graph read them back from its map: no copy of the attribute is
-        // held in memory (a 10M x 1024 attribute is 41 GB).
+        // held in memory (a 10M x 1024 attribute is 41 GB). Reordered rows are first
+        // written in the input's order, then copied in the new order from that map.
         let vectors_path = out_dir.join(&entry.vectors);
-        files.push(write_vectors_streamed(
-            &vectors_path,
+        let reorder = row_order == RowOrder::Graph && n > 1;
+        let (_, input_order_path) = generation.file(&format!("a{ai}.input-order.vec"));
+        let first_path = if reorder {
+            &input_order_path
+        } else {
+            &vectors_path
+        };
+        let first = write_vectors_streamed(
+            first_path,
             a.dim,
-            a.rows.len() / a.dim,
+            n,
             normalized_chunks(a, 0, rows == Rows::Verbatim),
-        )?);
+        )?;
+        let t = Instant::now();
+        let mut graph = None;
+        if reorder && order.is_none() {
+            let unordered = VectorFile::open(first_path)?;
+            let (g, o) = build_graph(
+                &a.name,
+                unordered.f32_rows()?,
+                a.dim,
+                params,
+                true,
+                progress,
+            );
+            graph = Some(g);
+            order = o;
+        }
+        if reorder {
+            let unordered = VectorFile::open(first_path)?;
+            let rows = unordered.f32_rows()?;
+            let order = order.as_deref().expect("set by the first attribute");
+            files.push(write_vectors_streamed(
+                &vectors_path,
+                a.dim,
+                n,
+                reordered_chunks(rows, a.dim, order),
+            )?);
+            drop(unordered);
+            std::fs::remove_file(first_path).at(first_path)?;
+        } else {
+            files.push(first);
+        }
         let written = VectorFile::open(&vectors_path)?;
         for (name, kind) in compact_files(&entry, params) {
             files.push(write_compact(
@@ -185,8 +253,10 @@ pub(super) fn build_locked(
                 kind.dtype(),
             )?);
         }
-        let t = Instant::now();
-        let graph = build_graph(&a.name, written.f32_rows()?, a.dim, params, progress);
+        let graph = match graph {
+            Some(g) => g,
+            None => build_graph(&a.name, written.f32_rows()?, a.dim, params, false, progress).0,
+        };
         files.push(graph.write(&out_dir.join(&entry.graph))?);
         summaries.push(AttributeSummary {
             name: a.name.clone(),
@@ -195,6 +265,32 @@ pub(super) fn build_locked(
         });
         attributes.push(entry);
     }
+    let in_order = |item: usize| order.as_ref().map_or(item, |o| o[item] as usize);
+    let (ids_name, ids_path) = generation.file("ids");
+    let ids: Cow<[String]> = match &order {
+        None => Cow::Borrowed(&input.ids),
+        Some(_) => Cow::Owned((0..n).map(|r| input.ids[in_order(r)].clone()).collect()),
+    };
+    let mut head = vec![write_ids(&ids_path, &ids)?];
+    let labels_name = match (labels, &label_values) {
+        (Some(l), Some(values)) => {
+            let (nm, path) = generation.file("labels");
+            let k = l.schema.len();
+            let values: Cow<[u16]> = match &order {
+                None => Cow::Borrowed(values),
+                Some(_) => Cow::Owned(
+                    (0..n)
+                        .flat_map(|r| &values[in_order(r) * k..(in_order(r) + 1) * k])
+                        .copied()
+                        .collect(),
+                ),
+            };
+            head.push(write_labels(&path, k, &values)?);
+            Some(nm)
+        }
+        _ => None,
+    };
+    files.splice(0..0, head);
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
         format_version: INDEX_FORMAT_VERSION,
@@ -629,15 +725,18 @@ fn normalize_checked(rows: &mut [f32], a: &AttributeInput, first_row: usize) -> 
         })
 }
 
-/// Builds an attribute's graph with the native parallel builder. Levels come from
-/// `params.seed`, so one-thread builds are reproducible.
+/// Builds an attribute's graph with the native parallel builder, and with `reorder`
+/// its nodes renumbered in [`HnswBuilder::locality_order`], which it returns (row `i`
+/// of the graph is input row `order[i]`). Levels come from `params.seed`, so one-thread
+/// builds are reproducible.
 fn build_graph(
     name: &str,
     rows: &[f32],
     dim: usize,
     params: &BuildParams,
+    reorder: bool,
     progress: ProgressMode,
-) -> MemGraph {
+) -> (MemGraph, Option<Vec<u32>>) {
     let n = rows.len() / dim;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.seed);
     let levels: Vec<usize> = (0..n).map(|_| draw_level(params.m, rng.gen())).collect();
@@ -651,7 +750,27 @@ fn build_graph(
     let bar = Progress::new(&format!("{name}: building graph"), n as u64, progress);
     builder.insert_from(0, &bar);
     bar.finish();
-    builder.into_graph()
+    if !reorder {
+        return (builder.into_graph(), None);
+    }
+    let order = builder.locality_order();
+    (builder.into_graph_ordered(Some(&order)), Some(order))
+}
+
+/// `rows` (`dim` floats each) in `order`, in chunks for [`write_vectors_streamed`].
+fn reordered_chunks<'a>(
+    rows: &'a [f32],
+    dim: usize,
+    order: &'a [u32],
+) -> impl Iterator<Item = Result<Cow<'a, [f32]>>> + 'a {
+    const CHUNK_ROWS: usize = 4096;
+    order.chunks(CHUNK_ROWS).map(move |chunk| {
+        let mut out = Vec::with_capacity(chunk.len() * dim);
+        for &r in chunk {
+            out.extend_from_slice(&rows[r as usize * dim..(r as usize + 1) * dim]);
+        }
+        Ok(Cow::Owned(out))
+    })
 }
 
 fn attribute_entry(

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::build::{
-    build_locked, AttributeInput, BuildInput, BuildParams, BuildSummary, ItemLabels, Rows,
+    build_locked, AttributeInput, BuildInput, BuildParams, BuildSummary, ItemLabels, RowOrder, Rows,
 };
 use super::disk::manifest::{Manifest, MANIFEST_FILE};
 use super::reader::Index;
@@ -206,7 +206,14 @@ fn merge_locked(
         labels,
         model: first.model().cloned(),
     };
-    let summary = build_locked(lock, &input, params, progress, Rows::Verbatim);
+    let summary = build_locked(
+        lock,
+        &input,
+        params,
+        RowOrder::Input,
+        progress,
+        Rows::Verbatim,
+    );
     drop(input);
     drop(maps);
     summary

@@ -27,8 +27,8 @@ pub mod set;
 mod writer;
 
 pub use build::{
-    add, build, remove, AttributeInput, AttributeSummary, BuildInput, BuildParams, BuildSummary,
-    ItemLabels, RemoveSummary,
+    add, build, build_in_order, remove, AttributeInput, AttributeSummary, BuildInput, BuildParams,
+    BuildSummary, ItemLabels, RemoveSummary, RowOrder,
 };
 pub use disk::format::{
     Dtype, FileEntry, INDEX_FORMAT_OLDEST_SUPPORTED_VERSION, INDEX_FORMAT_VERSION,
