@@ -1296,6 +1296,36 @@ fn graph_row_order_keeps_items_vectors_labels_and_results() {
             }
         }
     }
+    // `add` appends after the reordered rows; every new item is found as itself.
+    let (new_a, new_b) = (mixture(100, DA, 12, 9), mixture(100, DB, 6, 10));
+    let more = BuildInput {
+        ids: ids(100, "new"),
+        attributes: vec![
+            AttributeInput {
+                name: "shape".into(),
+                dim: DA,
+                rows: &new_a,
+            },
+            AttributeInput {
+                name: "texture".into(),
+                dim: DB,
+                rows: &new_b,
+            },
+        ],
+        labels: None,
+        model: None,
+    };
+    drop(graph);
+    index::add(&fg.path, &more, ProgressMode::Quiet).unwrap();
+    let grown = Index::open(&fg.path).unwrap();
+    assert!(grown.verify().unwrap().ok);
+    assert_eq!(grown.row("new7"), Some(n + 7));
+    for (i, q) in new_a.chunks_exact(DA).enumerate() {
+        assert_eq!(
+            grown.search("shape", q, 1, 64).unwrap()[0].id,
+            format!("new{i}")
+        );
+    }
 }
 
 fn tailor_bin() -> &'static str {

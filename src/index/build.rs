@@ -754,7 +754,7 @@ fn build_graph(
         return (builder.into_graph(), None);
     }
     let order = builder.locality_order();
-    (builder.into_graph_ordered(Some(&order)), Some(order))
+    (builder.graph_ordered(Some(&order)), Some(order))
 }
 
 /// `rows` (`dim` floats each) in `order`, in chunks for [`write_vectors_streamed`].

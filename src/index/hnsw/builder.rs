@@ -312,12 +312,12 @@ impl<'a> HnswBuilder<'a> {
 
     /// The finished graph.
     pub fn into_graph(self) -> MemGraph {
-        self.into_graph_ordered(None)
+        self.graph_ordered(None)
     }
 
-    /// The finished graph with its nodes renumbered: node `order[i]` becomes node `i`
-    /// (`order` a permutation of the nodes, e.g. [`Self::locality_order`]).
-    pub fn into_graph_ordered(self, order: Option<&[u32]>) -> MemGraph {
+    /// The graph with its nodes renumbered: node `order[i]` becomes node `i` (`order` a
+    /// permutation of the nodes, e.g. [`Self::locality_order`]; `None` keeps them).
+    pub fn graph_ordered(&self, order: Option<&[u32]>) -> MemGraph {
         let links = &self.links;
         let n = links.levels.len();
         let mut new_of_old: Vec<u32> = (0..n as u32).collect();
@@ -343,23 +343,6 @@ impl<'a> HnswBuilder<'a> {
             .entry
             .lock()
             .map(|(e, top)| (new_of_old[e as usize], top));
-        g
-    }
-
-    #[cfg(test)]
-    fn to_graph_for_test(&self) -> MemGraph {
-        let links = &self.links;
-        let mut g = MemGraph::new(links.m, links.m0);
-        let mut list = Vec::new();
-        for node in 0..links.levels.len() as u32 {
-            let level = links.levels[node as usize] as usize;
-            g.push_node(level);
-            for l in 0..=level {
-                links.read(node, l, &mut list);
-                g.set_neighbours(node, l, &list);
-            }
-        }
-        g.entry = *links.entry.lock();
         g
     }
 
@@ -804,7 +787,7 @@ mod tests {
         for (i, &v) in order.iter().enumerate() {
             pos[v as usize] = i as u32;
         }
-        let plain = b.to_graph_for_test();
+        let plain = b.graph_ordered(None);
         // Share of level-0 links whose ends are at most 64 rows apart (32 KiB of 4-bit
         // codes at 1024-d): what a walk gains from the order.
         let near = |at: &dyn Fn(u32) -> u32| {
@@ -822,7 +805,7 @@ mod tests {
             after > 3.0 * before,
             "links within 64 rows: {before:.3} -> {after:.3}"
         );
-        let ordered = b.into_graph_ordered(Some(&order));
+        let ordered = b.graph_ordered(Some(&order));
         check_structure(&ordered);
         for v in 0..n as u32 {
             let p = pos[v as usize];
