@@ -216,22 +216,14 @@ pub(super) fn build_locked(
         )?;
         let t = Instant::now();
         let mut graph = None;
-        if reorder && order.is_none() {
-            let unordered = VectorFile::open(first_path)?;
-            let (g, o) = build_graph(
-                &a.name,
-                unordered.f32_rows()?,
-                a.dim,
-                params,
-                true,
-                progress,
-            );
-            graph = Some(g);
-            order = o;
-        }
         if reorder {
             let unordered = VectorFile::open(first_path)?;
             let rows = unordered.f32_rows()?;
+            if order.is_none() {
+                let (g, o) = build_graph(&a.name, rows, a.dim, params, true, progress);
+                graph = Some(g);
+                order = o;
+            }
             let order = order.as_deref().expect("set by the first attribute");
             files.push(write_vectors_streamed(
                 &vectors_path,
