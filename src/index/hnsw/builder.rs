@@ -15,7 +15,7 @@
 //! Scores: every similarity the construction computes is between two int8 rows (a scale
 //! per row, as in the int8 file), quantised once at the start. At 1024-d the rounding
 //! moves a cosine by about 1e-4 (nearest-neighbour gaps are 1e-2), and the rows take a
-//! quarter of the memory traffic: 100k x 1024 built in 0.58x the time of f32 scores
+//! quarter of the memory traffic: 100k x 1024 built in 0.60x the time of f32 scores
 //! with the same recall at every ef (`benches/RESULTS.md`, "int8 construction scores").
 //! Searches re-score with the f32 rows, so the graph's scores never reach a result. The
 //! cost is one byte per dimension per row in memory for the length of the build.
