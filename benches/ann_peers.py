@@ -9,6 +9,12 @@ per call on one thread; faiss also searches all queries in one call on --threads
 ("batch"). Built indexes are kept in --work with their build time (a JSON beside each)
 so reruns only query; --rebuild builds again.
 
+With --serve the indexes stay loaded after the sweeps: the script prints {"serving":
+[names]} and then answers one JSON request per line on stdin, {"system": name, "ef": ef},
+with one timed pass of all queries at that ef, {"pass": name, "ef", "recall", "qps",
+"cpu_qps"}, until stdin closes. The Rust bench uses it to alternate tailor's passes with
+the peers' within seconds of each other, so the drift of a shared machine hits both.
+
 Timings: open_s is a load with the index file still in the page cache; open_cold_s a load
 after posix_fadvise(DONTNEED) dropped it (these peers read the whole file into memory on
 load, so that is their cold start). mem_bytes is the growth of this process's resident
@@ -26,6 +32,10 @@ def version(dist):
         return v(dist)
     except PackageNotFoundError:
         return "?"
+
+
+# name -> (set_ef, search_one) of each loaded index, kept only with --serve.
+SERVABLE = {}
 
 
 def emit(obj):
@@ -139,7 +149,10 @@ def run_hnswlib(base, queries, gt, args):
     idx.knn_query(queries[:1], k=args.k)
     first = time.perf_counter() - t
     res = sweep(lambda q: idx.knn_query(q, k=args.k)[0][0], queries, gt, args.k, args.efs, idx.set_ef)
-    return [result("hnswlib " + version("hnswlib"), (build_s, build_cpu_s), cached, path, open_s,
+    name = "hnswlib " + version("hnswlib")
+    if args.serve:
+        SERVABLE[name] = (idx.set_ef, lambda q: idx.knn_query(q, k=args.k)[0][0])
+    return [result(name, (build_s, build_cpu_s), cached, path, open_s,
                    open_cold_s, first, rss() - rss0, res)]
 
 
@@ -186,6 +199,12 @@ def run_faiss(base, queries, gt, args):
                 break
         out.append(result(f"{name} batch ({args.threads} thr)", (build_s, build_cpu_s), cached, path, open_s,
                           open_cold_s, first, rss() - rss0, bres, batch=True))
+    if args.serve:
+        def serve_ef(ef):
+            # Single-query passes on one thread, as in the sweep (the batch set more).
+            faiss.omp_set_num_threads(1)
+            set_ef(ef)
+        SERVABLE[name] = (serve_ef, lambda q: idx.search(q[None, :], args.k)[1][0])
     return out
 
 
@@ -225,8 +244,32 @@ def run_usearch(base, queries, gt, args, dtype):
     first = time.perf_counter() - t
     res = sweep(lambda q: idx.search(q, args.k, threads=1).keys, queries, gt, args.k, args.efs, set_ef)
     import usearch
-    return [result(f"usearch {usearch.__version__} {dtype}", (build_s, build_cpu_s), cached, path, open_s,
+    name = f"usearch {usearch.__version__} {dtype}"
+    if args.serve:
+        SERVABLE[name] = (set_ef, lambda q: idx.search(q, args.k, threads=1).keys)
+    return [result(name, (build_s, build_cpu_s), cached, path, open_s,
                    open_cold_s, first, rss() - rss0, res, simd=idx.hardware_acceleration)]
+
+
+def serve(queries, gt, k):
+    """Answers {"system", "ef"} requests on stdin with one timed pass each."""
+    emit({"serving": sorted(SERVABLE)})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            set_ef, search_one = SERVABLE[req["system"]]
+            ef = int(req["ef"])
+        except (ValueError, KeyError, TypeError) as e:
+            emit({"error": f"bad request {line.strip()!r}: {e!r}"})
+            continue
+        set_ef(ef)
+        t, c = time.perf_counter(), time.thread_time()
+        found = [search_one(q) for q in queries]
+        dt, dc = time.perf_counter() - t, time.thread_time() - c
+        emit({"pass": req["system"], "ef": ef, "recall": recall(found, gt, k), "qps": len(queries) / dt,
+              "cpu_qps": len(queries) / dc})
 
 
 def kernel_info(systems):
@@ -274,6 +317,7 @@ def main():
     p.add_argument("--systems", default="hnswlib,faiss,usearch")
     p.add_argument("--rebuild", action="store_true")
     p.add_argument("--batch", action="store_true", help="also faiss's batch search")
+    p.add_argument("--serve", action="store_true", help="keep the indexes and answer timed passes on stdin")
     args = p.parse_args()
     args.efs = [int(x) for x in args.efs.split(",")]
     systems = [s for s in args.systems.split(",") if s]
@@ -296,6 +340,8 @@ def main():
                 emit(r)
         except ImportError as e:
             emit({"system": name, "error": str(e)})
+    if args.serve:
+        serve(queries, gt, args.k)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@
 //!
 //! Run: `cargo bench --bench index -- [--items N] [--dim D] [--queries Q] [--threads T]
 //!       [--compact KIND,KIND..] [--peers faiss,hnswlib,usearch,hnsw_rs] [--no-batch]
-//!       [--rebuild] [--python PYTHON] [--dir DIR]`.
+//!       [--rounds R] [--rebuild] [--python PYTHON] [--dir DIR]`.
 //! `--compact` takes any kinds `CompactKind::from_str` accepts (default `int8,f16`), and
 //! `WALK+TIER` for a walk with a re-scoring tier (`bit4+int8`), and a `@graph` suffix for an index built in graph row order (`bit4@graph`); each gets its own index, and the first one's f32 walk is measured too. `--peers none` runs
 //! tailor alone. Data, ground truth and built indexes are cached under `--dir` (default
@@ -26,6 +26,14 @@
 //! else the project's `.venv-ann/bin/python` made by `bash tools/ann_venv.sh`; it runs
 //! with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment and prints
 //! the SIMD kernels each library uses. Not built by `cargo test`.
+//!
+//! Head-to-head: the sweeps above run one system after another, minutes apart, and a
+//! shared machine's speed drifts over minutes. So after them, `--rounds` (default 5)
+//! rounds alternate the systems pass by pass: in each round every tailor walk and every
+//! python peer (kept loaded by `ann_peers.py --serve`) answers the queries once at the ef
+//! where its sweep reached R@10 0.95 and 0.99, in an order rotated from round to round.
+//! The ratios of a round compare passes seconds apart; the bench prints their median and
+//! range. (hnsw_rs runs in this process and is left out of the rounds.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,10 +48,12 @@ use tailor::index::{
 use tailor::progress::ProgressMode;
 
 const K: usize = 10;
-/// (At 1,000,000 x 1024 recall@10 0.99 needs ef beyond 1024 at M=16, hence the tail.)
+/// (At 1,000,000 x 1024 recall@10 0.99 needs ef beyond 1024 at M=16, hence the tail; 56
+/// and 72 because at 100k the systems cross 0.99 between 48 and 80, where steps of 16
+/// would credit whoever lands just above a grid point.)
 const EFS: &[usize] = &[
-    10, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256, 320, 400, 512, 640, 800, 1024,
-    1280, 1600, 2048,
+    10, 16, 20, 24, 32, 40, 48, 56, 64, 72, 80, 96, 128, 160, 200, 256, 320, 400, 512, 640, 800,
+    1024, 1280, 1600, 2048,
 ];
 /// A sweep stops once recall reaches this.
 const STOP: f64 = 0.995;
@@ -61,6 +71,8 @@ struct Args {
     peers: Vec<String>,
     batch: bool,
     rebuild: bool,
+    /// Interleaved head-to-head rounds after the sweeps (0: none).
+    rounds: usize,
 }
 
 fn usage(msg: &str) -> ! {
@@ -95,6 +107,7 @@ fn parse_args() -> Args {
         peers: ALL_PEERS.iter().map(|s| s.to_string()).collect(),
         batch: true,
         rebuild: false,
+        rounds: 5,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -148,6 +161,11 @@ fn parse_args() -> Args {
                         s.to_string()
                     })
                     .collect();
+            }
+            "--rounds" => {
+                a.rounds = v
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or_else(|| usage("--rounds takes a count (0: no head-to-head)"))
             }
             "--no-batch" => {
                 a.batch = false;
@@ -385,6 +403,29 @@ fn sweep_with(
         }
     }
     out
+}
+
+/// One timed pass of all queries through `ix`, one per call on this thread: the items
+/// found for each query, and the time.
+fn tailor_pass(
+    ix: &Index,
+    item_of_row: &[usize],
+    queries: &[f32],
+    dim: usize,
+    opts: &SearchOptions,
+) -> (Vec<Vec<usize>>, Timing) {
+    timed(THREAD, || {
+        queries
+            .chunks_exact(dim)
+            .map(|q| {
+                ix.search_with("v", q, opts)
+                    .expect("search")
+                    .iter()
+                    .map(|h| item_of_row[h.row])
+                    .collect()
+            })
+            .collect()
+    })
 }
 
 /// Wall and CPU seconds of one timed step.
@@ -658,6 +699,8 @@ fn main() {
     let mut results: Vec<SystemResult> = Vec::new();
     let mut batch_results: Vec<SystemResult> = Vec::new();
     let mut cold_lines: Vec<String> = Vec::new();
+    // (walk name, index folder, walks the compact copy) for the head-to-head rounds.
+    let mut contenders: Vec<(String, PathBuf, bool)> = Vec::new();
     let ids: Vec<String> = (0..n).map(|i| format!("item{i}")).collect();
     for (bi, (label, compact, tier, order)) in args.compact.iter().enumerate() {
         let out = data_dir.join(format!("tailor-{label}"));
@@ -775,19 +818,7 @@ fn main() {
                 nq as f64 / warm.cpu
             );
             let sweep = sweep_with(&gt, nq, |ef| {
-                let o = opts(ef);
-                timed(THREAD, || {
-                    queries
-                        .chunks_exact(dim)
-                        .map(|q| {
-                            ix.search_with("v", q, &o)
-                                .expect("search")
-                                .iter()
-                                .map(|h| item_of_row[h.row])
-                                .collect()
-                        })
-                        .collect()
-                })
+                tailor_pass(&ix, &item_of_row, &queries, dim, &opts(ef))
             });
             // Memory: the mapped files this walk reads (f32 rows always, for the final
             // scores; the compact copy and graph when used), resident after the sweep.
@@ -812,6 +843,7 @@ fn main() {
                 ..Default::default()
             };
             print_sweep(&res);
+            contenders.push((name.clone(), out.clone(), use_compact));
             if use_compact {
                 ef_95 = res.at(0.95).map_or(ef_95, |p| p.ef);
                 // What the bound leaves to re-score: each re-scored row is an f32 row read
@@ -960,16 +992,21 @@ fn main() {
         .map(String::as_str)
         .filter(|p| *p != "hnsw_rs")
         .collect();
-    if !py_peers.is_empty() {
+    let server = if py_peers.is_empty() {
+        None
+    } else {
         run_python_peers(
             &args,
             &data_dir,
             &py_peers,
             &mut results,
             &mut batch_results,
-        );
-    }
+        )
+    };
     print_table(&results, &batch_results);
+    if args.rounds > 0 {
+        head_to_head(&args, &queries, &gt, &results, &contenders, server);
+    }
     println!();
     for l in &cold_lines {
         println!("{l}");
@@ -980,13 +1017,66 @@ fn main() {
     println!("load average at end: {}", load_average());
 }
 
+/// The python peers kept loaded (`ann_peers.py --serve`) for the head-to-head rounds.
+struct PeerServer {
+    child: std::process::Child,
+    requests: std::process::ChildStdin,
+    replies: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// The systems it serves, by the names of their sweeps.
+    systems: Vec<String>,
+}
+
+impl PeerServer {
+    /// One timed pass of all queries by `system` at `ef`.
+    fn pass(&mut self, system: &str, ef: usize) -> Result<Point, String> {
+        writeln!(
+            self.requests,
+            "{}",
+            serde_json::json!({"system": system, "ef": ef})
+        )
+        .map_err(|e| format!("writing to the peers: {e}"))?;
+        let line = self
+            .replies
+            .next()
+            .ok_or("the peers exited")?
+            .map_err(|e| format!("reading the peers: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("peers said {line:?}: {e}"))?;
+        if let Some(e) = v.get("error") {
+            return Err(format!("peers: {e}"));
+        }
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        Ok(Point {
+            ef,
+            recall: f("recall"),
+            qps: f("qps"),
+            cpu_qps: f("cpu_qps"),
+        })
+    }
+
+    fn finish(self) {
+        let PeerServer {
+            mut child,
+            requests,
+            ..
+        } = self;
+        // Closing stdin ends its request loop.
+        drop(requests);
+        if let Err(e) = child.wait() {
+            println!("peers: waiting for the server: {e}");
+        }
+    }
+}
+
+/// Runs the python peers' builds and sweeps, adding their results; with `--rounds` keeps
+/// them loaded and returns the server for the head-to-head.
 fn run_python_peers(
     args: &Args,
     data_dir: &Path,
     peers: &[&str],
     results: &mut Vec<SystemResult>,
     batch_results: &mut Vec<SystemResult>,
-) {
+) -> Option<PeerServer> {
     let mut cmd = Command::new(&args.python);
     cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ann_peers.py"))
         .args([
@@ -1014,21 +1104,37 @@ fn run_python_peers(
     if args.batch {
         cmd.arg("--batch");
     }
+    let serve = args.rounds > 0;
+    if serve {
+        cmd.arg("--serve").stdin(std::process::Stdio::piped());
+    }
     // Read the peers' lines as they come, so a long run shows each sweep when it ends.
     let mut child = match cmd.stdout(std::process::Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => {
             println!("peers skipped: cannot run {}: {e}", args.python.display());
-            return;
+            return None;
         }
     };
     let stdout = child.stdout.take().expect("piped stdout");
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-        let Ok(line) = line else { break };
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    while let Some(Ok(line)) = lines.next() {
         let v: serde_json::Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(_) => continue,
         };
+        if let Some(names) = v.get("serving").and_then(|n| n.as_array()) {
+            let systems = names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect();
+            return Some(PeerServer {
+                requests: child.stdin.take().expect("piped stdin"),
+                child,
+                replies: lines,
+                systems,
+            });
+        }
         if let Some(info) = v.get("info").and_then(|i| i.as_str()) {
             println!("peer kernels: {info}");
             continue;
@@ -1074,6 +1180,207 @@ fn run_python_peers(
         Ok(st) if st.success() => {}
         Ok(st) => println!("peers: {} exited with {st}", args.python.display()),
         Err(e) => println!("peers: waiting for {}: {e}", args.python.display()),
+    }
+    None
+}
+
+/// One system in the head-to-head rounds.
+enum Contender {
+    Tailor(Box<TailorWalk>),
+    Peer,
+}
+
+/// A tailor index opened for the rounds, and which walk of it is measured.
+struct TailorWalk {
+    ix: Index,
+    item_of_row: Vec<usize>,
+    use_compact: bool,
+}
+
+/// Alternates the systems pass by pass for `args.rounds` rounds (see the module doc) and
+/// prints each system's median q/s and the per-round ratios of tailor to the best peer.
+fn head_to_head(
+    args: &Args,
+    queries: &[f32],
+    gt: &[Vec<usize>],
+    results: &[SystemResult],
+    walks: &[(String, PathBuf, bool)],
+    mut server: Option<PeerServer>,
+) {
+    let dim = args.dim;
+    let nq = queries.len() / dim;
+    let mut systems: Vec<(String, Contender)> = Vec::new();
+    for (name, dir, use_compact) in walks {
+        let ix = match Index::open(dir) {
+            Ok(ix) => ix,
+            Err(e) => {
+                println!("head-to-head: {name} left out: {e}");
+                continue;
+            }
+        };
+        let item_of_row = (0..ix.len())
+            .map(|r| ix.id(r)[4..].parse().expect("bench ids are item{i}"))
+            .collect();
+        systems.push((
+            name.clone(),
+            Contender::Tailor(Box::new(TailorWalk {
+                ix,
+                item_of_row,
+                use_compact: *use_compact,
+            })),
+        ));
+    }
+    if let Some(s) = &server {
+        systems.extend(s.systems.iter().map(|n| (n.clone(), Contender::Peer)));
+    }
+    let targets = [0.95, 0.99];
+    // (system index, target index, ef) for every system that reached the target.
+    let mut slots: Vec<(usize, usize, usize)> = Vec::new();
+    for (si, (name, _)) in systems.iter().enumerate() {
+        let Some(r) = results.iter().find(|r| &r.name == name) else {
+            continue;
+        };
+        for (ti, &t) in targets.iter().enumerate() {
+            if let Some(p) = r.at(t) {
+                slots.push((si, ti, p.ef));
+            }
+        }
+    }
+    if slots.is_empty() {
+        println!("head-to-head: no system reached R@10 0.95 in its sweep");
+        return;
+    }
+    // Warm tailor's mapped files as before its sweep (the peers hold theirs in memory).
+    for (name, c) in &systems {
+        if let Contender::Tailor(w) = c {
+            let TailorWalk {
+                ix, use_compact, ..
+            } = w.as_ref();
+            let dir = &walks.iter().find(|w| &w.0 == name).expect("walk").1;
+            read_into_page_cache(dir);
+            let o = SearchOptions {
+                k: K,
+                ef: 512,
+                use_compact: *use_compact,
+                accept: None,
+                rescore: None,
+            };
+            for q in queries.chunks_exact(dim) {
+                ix.search_with("v", q, &o).expect("search");
+            }
+        }
+    }
+    println!();
+    println!(
+        "head-to-head: {} rounds; in each round every system answers the {nq} queries once (one query per call, \
+         1 thread) at the ef where its sweep reached the target, in an order rotated each round",
+        args.rounds
+    );
+    // passes[slot][round]
+    let mut passes: Vec<Vec<Point>> = vec![Vec::new(); slots.len()];
+    // Passes at one target run back to back, so each ratio compares neighbours in time.
+    let groups: Vec<Vec<usize>> = (0..targets.len())
+        .map(|ti| (0..slots.len()).filter(|&s| slots[s].1 == ti).collect())
+        .collect();
+    for round in 0..args.rounds {
+        for g in &groups {
+            for k in 0..g.len() {
+                let slot = g[(k + round) % g.len()];
+                let (si, _, ef) = slots[slot];
+                let (name, contender) = &systems[si];
+                let point = match contender {
+                    Contender::Tailor(w) => {
+                        let TailorWalk {
+                            ix,
+                            item_of_row,
+                            use_compact,
+                        } = w.as_ref();
+                        let o = SearchOptions {
+                            k: K,
+                            ef,
+                            use_compact: *use_compact,
+                            accept: None,
+                            rescore: None,
+                        };
+                        let (found, t) = tailor_pass(ix, item_of_row, queries, dim, &o);
+                        Point {
+                            ef,
+                            recall: recall(&found, gt),
+                            qps: nq as f64 / t.wall,
+                            cpu_qps: nq as f64 / t.cpu,
+                        }
+                    }
+                    Contender::Peer => match server.as_mut().expect("peer server").pass(name, ef) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            println!("head-to-head stopped: {e}");
+                            return;
+                        }
+                    },
+                };
+                passes[slot].push(point);
+            }
+        }
+    }
+    if let Some(s) = server.take() {
+        s.finish();
+    }
+    let median = |mut v: Vec<f64>| -> (f64, f64, f64) {
+        v.sort_by(f64::total_cmp);
+        let m = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        (m, v[0], v[v.len() - 1])
+    };
+    println!(
+        "{:<34} {:>6} {:>7} {:>26} {:>10}",
+        "system", "target", "ef", "q/s median (min-max)", "q/CPU-s"
+    );
+    for (slot, &(si, ti, ef)) in slots.iter().enumerate() {
+        let p = &passes[slot];
+        let (m, lo, hi) = median(p.iter().map(|p| p.qps).collect());
+        let (mc, _, _) = median(p.iter().map(|p| p.cpu_qps).collect());
+        println!(
+            "{:<34} {:>6} {:>7} {:>26} {:>10.0}   R@10 {:.4}",
+            systems[si].0,
+            targets[ti],
+            ef,
+            format!("{m:.0} ({lo:.0}-{hi:.0})"),
+            mc,
+            p[0].recall
+        );
+    }
+    // Per round: each tailor walk against the fastest peer of that round.
+    for (ti, t) in targets.iter().enumerate() {
+        let peer_slots: Vec<usize> = (0..slots.len())
+            .filter(|&s| slots[s].1 == ti && matches!(systems[slots[s].0].1, Contender::Peer))
+            .collect();
+        if peer_slots.is_empty() {
+            continue;
+        }
+        for s in (0..slots.len())
+            .filter(|&s| slots[s].1 == ti && matches!(systems[slots[s].0].1, Contender::Tailor(_)))
+        {
+            let per_round = |key: fn(&Point) -> f64| -> Vec<f64> {
+                (0..args.rounds)
+                    .map(|r| {
+                        let best = peer_slots
+                            .iter()
+                            .map(|&p| key(&passes[p][r]))
+                            .fold(f64::NAN, f64::max);
+                        key(&passes[s][r]) / best
+                    })
+                    .collect()
+            };
+            let (m, lo, hi) = median(per_round(|p| p.qps));
+            let (mc, loc, hic) = median(per_round(|p| p.cpu_qps));
+            println!(
+                "head-to-head at R@10>={t}: {} / fastest peer of each round: median {m:.2}x (rounds {lo:.2}-{hi:.2}x); per CPU-s {mc:.2}x ({loc:.2}-{hic:.2}x)",
+                systems[slots[s].0].0
+            );
+        }
     }
 }
 

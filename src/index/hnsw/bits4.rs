@@ -182,6 +182,22 @@ pub struct QueryNibbles {
     kernel: Kernel,
 }
 
+/// `y` rounded to the nearest integer, ties away from zero, as `f32::round` (a libm call
+/// per coordinate on baseline x86-64): exact for |y| < 2^23, and beyond that (never here:
+/// |y| <= 127 by the choice of `delta`) still on the right side of the clamp to +-127.
+#[inline]
+fn round_small(y: f32) -> f32 {
+    let t = y as i32 as f32;
+    let f = y - t;
+    if f >= 0.5 {
+        t + 1.0
+    } else if f <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 impl QueryNibbles {
     pub fn new(rot: &Rotation, q: &[f32], dim: usize) -> QueryNibbles {
         QueryNibbles::with_kernel(rot, q, dim, Kernel::detect())
@@ -195,7 +211,7 @@ impl QueryNibbles {
         let mut v = vec![0i8; coded_dim(dim)];
         let (mut e2, mut n2, mut sum) = (0f64, 0f64, 0f64);
         for (i, &x) in z.iter().enumerate() {
-            let c = (x / delta).round().clamp(-127.0, 127.0);
+            let c = round_small(x / delta).clamp(-127.0, 127.0);
             v[i] = c as i8;
             let d = (x - delta * c) as f64;
             e2 += d * d;
@@ -277,6 +293,30 @@ mod tests {
     use super::*;
     use crate::index::hnsw::bits::DEFAULT_SEED;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn round_small_rounds_as_f32_round() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let ties = (-300..=300).map(|i| i as f32 * 0.5);
+        let near_ties = (-300..=300).flat_map(|i| {
+            let t = i as f32 * 0.5;
+            [t.next_up(), t.next_down()]
+        });
+        let random = (0..100_000).map(|_| rng.gen_range(-200.0f32..200.0));
+        for y in ties
+            .chain(near_ties)
+            .chain(random)
+            .chain([0.0, -0.0, 8388607.5])
+        {
+            assert_eq!(round_small(y), y.round(), "{y}");
+        }
+        for y in [1e9f32, -1e9, f32::MAX, f32::MIN] {
+            assert_eq!(
+                round_small(y).clamp(-127.0, 127.0),
+                y.round().clamp(-127.0, 127.0)
+            );
+        }
+    }
 
     #[test]
     fn every_kernel_matches_the_scalar_reference() {
