@@ -148,10 +148,11 @@ def run_hnswlib(base, queries, gt, args):
     idx.set_ef(64)
     idx.knn_query(queries[:1], k=args.k)
     first = time.perf_counter() - t
-    res = sweep(lambda q: idx.knn_query(q, k=args.k)[0][0], queries, gt, args.k, args.efs, idx.set_ef)
+    search_one = lambda q: idx.knn_query(q, k=args.k)[0][0]
+    res = sweep(search_one, queries, gt, args.k, args.efs, idx.set_ef)
     name = "hnswlib " + version("hnswlib")
     if args.serve:
-        SERVABLE[name] = (idx.set_ef, lambda q: idx.knn_query(q, k=args.k)[0][0])
+        SERVABLE[name] = (idx.set_ef, search_one)
     return [result(name, (build_s, build_cpu_s), cached, path, open_s,
                    open_cold_s, first, rss() - rss0, res)]
 
@@ -181,7 +182,8 @@ def run_faiss(base, queries, gt, args):
     set_ef(64)
     idx.search(queries[:1], args.k)
     first = time.perf_counter() - t
-    res = sweep(lambda q: idx.search(q[None, :], args.k)[1][0], queries, gt, args.k, args.efs, set_ef)
+    search_one = lambda q: idx.search(q[None, :], args.k)[1][0]
+    res = sweep(search_one, queries, gt, args.k, args.efs, set_ef)
     name = "faiss " + faiss.__version__ + " IndexHNSWFlat"
     out = [result(name, (build_s, build_cpu_s), cached, path, open_s, open_cold_s, first, rss() - rss0, res)]
     if args.batch:
@@ -204,7 +206,7 @@ def run_faiss(base, queries, gt, args):
             # Single-query passes on one thread, as in the sweep (the batch set more).
             faiss.omp_set_num_threads(1)
             set_ef(ef)
-        SERVABLE[name] = (serve_ef, lambda q: idx.search(q[None, :], args.k)[1][0])
+        SERVABLE[name] = (serve_ef, search_one)
     return out
 
 
@@ -242,11 +244,12 @@ def run_usearch(base, queries, gt, args, dtype):
     t = time.perf_counter()
     idx.search(queries[0], args.k, threads=1)
     first = time.perf_counter() - t
-    res = sweep(lambda q: idx.search(q, args.k, threads=1).keys, queries, gt, args.k, args.efs, set_ef)
+    search_one = lambda q: idx.search(q, args.k, threads=1).keys
+    res = sweep(search_one, queries, gt, args.k, args.efs, set_ef)
     import usearch
     name = f"usearch {usearch.__version__} {dtype}"
     if args.serve:
-        SERVABLE[name] = (set_ef, lambda q: idx.search(q, args.k, threads=1).keys)
+        SERVABLE[name] = (set_ef, search_one)
     return [result(name, (build_s, build_cpu_s), cached, path, open_s,
                    open_cold_s, first, rss() - rss0, res, simd=idx.hardware_acceleration)]
 

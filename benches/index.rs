@@ -1251,13 +1251,12 @@ fn head_to_head(
         return;
     }
     // Warm tailor's mapped files as before its sweep (the peers hold theirs in memory).
-    for (name, c) in &systems {
+    for (_, c) in &systems {
         if let Contender::Tailor(w) = c {
             let TailorWalk {
                 ix, use_compact, ..
             } = w.as_ref();
-            let dir = &walks.iter().find(|w| &w.0 == name).expect("walk").1;
-            read_into_page_cache(dir);
+            read_into_page_cache(ix.dir());
             let o = SearchOptions {
                 k: K,
                 ef: 512,
